@@ -1,0 +1,158 @@
+"""``kafkapipe …``: the operator's command line (CONTRACT §6).
+
+Exit status: 0 success; 1 runtime failure; 2 configuration or usage error,
+with a message that names the cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kafkapipe import config as configmod
+from kafkapipe.errors import ConfigError
+from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+
+
+def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", required=True, metavar="FILE", help="pipeline TOML file")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kafkapipe", description="Claim attachments from Kafka into storage.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = _with_config(sub.add_parser("worker", help="run one stage in the foreground"))
+    worker.add_argument("--stage", required=True, choices=configmod.STAGES)
+
+    supervisor = _with_config(sub.add_parser("supervisor", help="run the stages as supervised processes"))
+    supervisor.add_argument("--stages", default=None, help="comma-separated subset of stages")
+
+    topics = sub.add_parser("topics", help="topic administration")
+    _with_config(topics.add_subparsers(dest="action", required=True).add_parser("create"))
+
+    produce = _with_config(sub.add_parser("produce", help="send events (JSON lines) to the events topic"))
+    produce.add_argument("events", metavar="EVENTS.jsonl", help="file of events, one JSON object a line; - for stdin")
+    produce.add_argument("--allow-invalid", action="store_true",
+                         help="send lines that fail validation too (they will be dead-lettered by ingest)")
+
+    url_check = _with_config(sub.add_parser("url-check", help="judge URLs with the download validator"))
+    url_check.add_argument("urls", nargs="+", metavar="URL")
+
+    cfg = sub.add_parser("config", help="configuration")
+    _with_config(cfg.add_subparsers(dest="action", required=True).add_parser("check"))
+
+    inventory = sub.add_parser("inventory", help="the results inventory")
+    _with_config(inventory.add_subparsers(dest="action", required=True).add_parser("summary"))
+
+    from kafkapipe import dlq
+
+    dlq.add_parser(sub, _with_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "supervisor":
+        from kafkapipe.supervisor import main as supervisor_main
+
+        stages = ["--stages", args.stages] if args.stages else []
+        return supervisor_main(["--config", args.config, *stages])
+    try:
+        config = configmod.load(args.config)
+    except ConfigError as exc:
+        print(f"kafkapipe: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    from kafkapipe import log
+
+    log.setup(config.logging.level, config.logging.format)
+    return COMMANDS[args.command](args, config)
+
+
+def cmd_worker(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe.worker import WorkerControl, run_worker
+
+    control = WorkerControl()
+    control.install_signal_handlers()
+    return run_worker(config, args.stage, control)
+
+
+def cmd_topics(args: argparse.Namespace, config: configmod.Config) -> int:
+    from confluent_kafka import KafkaException
+
+    from kafkapipe.kafka.admin import create_topics
+
+    try:
+        outcome = create_topics(config)
+    except KafkaException as exc:
+        print(f"kafkapipe: creating topics failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    for name, state in outcome.items():
+        print(f"{state:8} {name}")
+    return EXIT_OK
+
+
+def cmd_produce(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe.producing import EventFileError, send_events
+
+    try:
+        sent = send_events(config, args.events, allow_invalid=args.allow_invalid)
+    except EventFileError as exc:
+        print(f"kafkapipe: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"sent {sent} event(s) to {config.topics.events}")
+    return EXIT_OK
+
+
+def cmd_url_check(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe.cli_urlcheck import url_check
+
+    return url_check(config, args.urls, sys.stdout)
+
+
+def cmd_config(args: argparse.Namespace, config: configmod.Config) -> int:
+    print(f"# effective configuration from {config.source} (secrets masked)")
+    print(json.dumps(configmod.to_display(config), indent=2))
+    return EXIT_OK
+
+
+def cmd_inventory(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe.inventory import open_inventory
+
+    if not Path(config.inventory.path).exists():
+        print(f"kafkapipe: no inventory at {config.inventory.path} yet", file=sys.stderr)
+        return EXIT_FAILURE
+    inventory = open_inventory(config.inventory)
+    try:
+        summary = inventory.summary()
+    finally:
+        inventory.close()
+    for status, count in sorted(summary.items()):
+        print(f"{status:18} {count}")
+    print(f"{'total':18} {sum(summary.values())}")
+    return EXIT_OK
+
+
+def cmd_dlq(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe import dlq
+
+    return dlq.run(args, config)
+
+
+COMMANDS = {
+    "worker": cmd_worker,
+    "topics": cmd_topics,
+    "produce": cmd_produce,
+    "url-check": cmd_url_check,
+    "config": cmd_config,
+    "inventory": cmd_inventory,
+    "dlq": cmd_dlq,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

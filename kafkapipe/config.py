@@ -1,0 +1,412 @@
+"""Configuration: TOML file + ``KAFKAPIPE_<SECTION>__<KEY>`` environment → :class:`Config`.
+
+Every key has a default; unknown keys, wrong types and bad values raise
+:class:`~kafkapipe.errors.ConfigError` naming the key and the file, so the
+command line can exit 2 before anything touches Kafka (CONTRACT §5).
+Secrets are never values in this file: only the ``*_env`` / ``*_file``
+names of where to read them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+from attrs import field, frozen
+
+from kafkapipe.errors import ConfigError
+
+ENV_PREFIX = "KAFKAPIPE_"
+STAGES = ("ingest", "download", "delay", "results")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"5m"`` → 300.0 seconds. Units: ms, s, m, h."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like '30s', '5m' or '1h'")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def _one_of(*choices: str):
+    def check(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+        if value not in choices:
+            raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}; got {value!r}")
+
+    return check
+
+
+def _durations(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
+    if not value:
+        raise ValueError(f"{attribute.name} needs at least one delay")
+    for item in value:
+        try:
+            parse_duration(item)
+        except ValueError as exc:
+            raise ValueError(f"{attribute.name}: {exc}") from None
+
+
+def _cidrs(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{attribute.name}: {exc}") from None
+
+
+def _host_port(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{attribute.name} must be HOST:PORT, got {value!r}")
+
+
+@frozen
+class CredentialConfig:
+    """Where a token or key comes from (storage and Kafka OAUTHBEARER).
+
+    kinds: ``service_principal`` (secret or certificate), ``managed_identity``,
+    ``azure_cli``, ``shared_key`` and ``sas`` (storage only), ``unsecured_jwt``
+    (local development brokers only: an unsigned token Kafka's default
+    validator accepts).
+    """
+
+    kind: str = field(
+        default="service_principal",
+        validator=_one_of(
+            "service_principal", "managed_identity", "azure_cli", "shared_key", "sas", "unsecured_jwt"
+        ),
+    )
+    tenant_id: str = ""
+    client_id: str = ""
+    client_secret_env: str = ""
+    client_secret_file: str = ""
+    certificate_file: str = ""
+    certificate_thumbprint: str = ""
+    authority_host: str = "https://login.microsoftonline.com"
+    account_name: str = ""
+    account_key_env: str = ""
+    account_key_file: str = ""
+    sas_token_env: str = ""
+    sas_token_file: str = ""
+    principal: str = "kafkapipe"
+    token_lifetime: float = field(default=3600.0, validator=_positive)
+    refresh_margin: float = field(default=300.0, validator=_non_negative)
+
+
+@frozen
+class OAuthConfig:
+    scope: str = ""
+    credential: CredentialConfig = CredentialConfig()
+
+
+@frozen
+class KafkaConfig:
+    bootstrap_servers: str = "localhost:9092"
+    security_protocol: str = field(
+        default="PLAINTEXT", validator=_one_of("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+    )
+    sasl_mechanism: str = field(default="OAUTHBEARER", validator=_one_of("OAUTHBEARER", "PLAIN"))
+    group_prefix: str = "kafkapipe"
+    consumer: dict[str, Any] = field(factory=dict)
+    producer: dict[str, Any] = field(factory=dict)
+    oauth: OAuthConfig = OAuthConfig()
+
+
+@frozen
+class TopicsConfig:
+    events: str = "attachments.events"
+    pending: str = "attachments.downloads.pending"
+    results: str = "attachments.downloads.results"
+    dlq: str = "attachments.downloads.dlq"
+    events_dlq: str = "attachments.events.dlq"
+    retry_prefix: str = "attachments.downloads.retry"
+    retry_delays: list[str] = field(factory=lambda: ["5m", "10m", "20m", "40m"], validator=_durations)
+    partitions: int = field(default=6, validator=_positive)
+    replication_factor: int = field(default=1, validator=_positive)
+
+    def retry_topic(self, index: int) -> str:
+        return f"{self.retry_prefix}.{self.retry_delays[index]}"
+
+    @property
+    def retry_topics(self) -> list[str]:
+        return [self.retry_topic(i) for i in range(len(self.retry_delays))]
+
+    def retry_delay_seconds(self, index: int) -> float:
+        return parse_duration(self.retry_delays[index])
+
+    @property
+    def all(self) -> list[str]:
+        return [self.events, self.pending, self.results, self.dlq, self.events_dlq, *self.retry_topics]
+
+
+@frozen
+class SupervisorConfig:
+    shutdown_timeout: float = field(default=30.0, validator=_positive)
+    heartbeat_timeout: float = field(default=60.0, validator=_positive)
+    restart_backoff_max: float = field(default=30.0, validator=_positive)
+    crash_loop_restarts: int = field(default=5, validator=_positive)
+    crash_loop_window: float = field(default=60.0, validator=_positive)
+
+
+@frozen
+class IngestStage:
+    processes: int = field(default=1, validator=_non_negative)
+
+
+@frozen
+class DownloadStage:
+    processes: int = field(default=2, validator=_non_negative)
+    threads: int = field(default=16, validator=_positive)
+    # In-flight tasks per process before partitions are paused; 0 means 4 × threads.
+    max_in_flight: int = field(default=0, validator=_non_negative)
+
+
+@frozen
+class DelayStage:
+    processes: int = field(default=1, validator=_non_negative)
+    # Pause republishing while the pending topic's lag is above this; 0 disables.
+    max_pending_lag: int = field(default=100_000, validator=_non_negative)
+
+
+@frozen
+class ResultsStage:
+    processes: int = field(default=1, validator=_non_negative)
+    batch_size: int = field(default=500, validator=_positive)
+    batch_timeout: float = field(default=1.0, validator=_positive)
+
+
+@frozen
+class StagesConfig:
+    ingest: IngestStage = IngestStage()
+    download: DownloadStage = DownloadStage()
+    delay: DelayStage = DelayStage()
+    results: ResultsStage = ResultsStage()
+
+    def processes(self, stage: str) -> int:
+        return getattr(self, stage).processes
+
+
+DEFAULT_FILE_TYPES = ["pdf", "jpg", "png", "gif", "tiff", "heic", "docx", "xlsx", "doc", "xls", "txt", "zip", "esx"]
+
+
+@frozen
+class DownloadConfig:
+    allowed_schemes: list[str] = field(factory=lambda: ["https"])
+    allowed_hosts: list[str] = field(factory=list)
+    allowed_host_suffixes: list[str] = field(factory=list)
+    allowed_ports: list[int] = field(factory=lambda: [443])
+    allow_cidrs: list[str] = field(factory=list, validator=_cidrs)
+    allowed_file_types: list[str] = field(factory=lambda: list(DEFAULT_FILE_TYPES))
+    connect_timeout: float = field(default=5.0, validator=_positive)
+    read_timeout: float = field(default=30.0, validator=_positive)
+    # Whole-download deadline: a server dribbling bytes is cut off here.
+    total_timeout: float = field(default=600.0, validator=_positive)
+    max_bytes: int = field(default=2 * 1024**3, validator=_positive)
+    max_redirects: int = field(default=3, validator=_non_negative)
+    chunk_size: int = field(default=1024 * 1024, validator=_positive)
+    clock_skew: float = field(default=60.0, validator=_non_negative)
+    verify_tls: bool = True
+    ca_bundle: str = ""
+    circuit_failure_threshold: int = field(default=5, validator=_positive)
+    circuit_reset_timeout: float = field(default=30.0, validator=_positive)
+    user_agent: str = "kafkapipe/1"
+
+
+@frozen
+class AzureBlobConfig:
+    # https://<account>.blob.core.windows.net, https://onelake.blob.fabric.microsoft.com,
+    # or http://127.0.0.1:10000/devstoreaccount1 for Azurite.
+    account_url: str = ""
+    container: str = ""
+    prefix: str = ""
+    api_version: str = "2023-11-03"
+    credential: CredentialConfig = CredentialConfig(kind="shared_key")
+
+
+@frozen
+class StorageConfig:
+    backend: str = field(default="local", validator=_one_of("local", "azure_blob"))
+    root: str = "var/attachments"
+    azure: AzureBlobConfig = AzureBlobConfig()
+
+
+@frozen
+class InventoryConfig:
+    backend: str = field(default="sqlite", validator=_one_of("sqlite"))
+    path: str = "var/inventory.sqlite3"
+
+
+@frozen
+class MetricsConfig:
+    bind: str = field(default="127.0.0.1:9464", validator=_host_port)
+    # Where worker processes write their metric files; empty = a fresh temp dir per supervisor.
+    multiproc_dir: str = ""
+
+
+@frozen
+class LoggingConfig:
+    level: str = field(default="INFO", validator=_one_of("DEBUG", "INFO", "WARNING", "ERROR"))
+    format: str = field(default="json", validator=_one_of("json", "text"))
+
+
+@frozen
+class Config:
+    kafka: KafkaConfig = KafkaConfig()
+    topics: TopicsConfig = TopicsConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    stages: StagesConfig = StagesConfig()
+    download: DownloadConfig = DownloadConfig()
+    storage: StorageConfig = StorageConfig()
+    inventory: InventoryConfig = InventoryConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    source: str = field(default="<defaults>", eq=False)
+
+
+def _strict_converter() -> cattrs.Converter:
+    """A converter that refuses to coerce: ``"5"`` is not an int here."""
+    conv = cattrs.Converter(forbid_extra_keys=True)
+
+    def exact(kind: type, accept: tuple[type, ...]):
+        def structure(value: Any, _: type) -> Any:
+            if isinstance(value, bool) and kind is not bool:
+                raise TypeError(f"expected {kind.__name__}, got bool")
+            if not isinstance(value, accept):
+                raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+            return kind(value)
+
+        return structure
+
+    conv.register_structure_hook(str, exact(str, (str,)))
+    conv.register_structure_hook(int, exact(int, (int,)))
+    conv.register_structure_hook(float, exact(float, (int, float)))
+    conv.register_structure_hook(bool, exact(bool, (bool,)))
+    conv.register_structure_hook_func(lambda t: t == dict[str, Any], lambda v, _: _table(v))
+    return conv
+
+
+def _table(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a table, got {type(value).__name__}")
+    return dict(value)
+
+
+_CONVERTER = _strict_converter()
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """``KAFKAPIPE_STAGES__DOWNLOAD__THREADS=8`` → ``{"stages": {"download": {"threads": 8}}}``.
+
+    Values are read as TOML literals when they parse as one, else as strings,
+    so ``["1s","2s"]`` is a list and ``localhost:9092`` a string.
+    """
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(exc: BaseException, source: str) -> str:
+    lines = cattrs.transform_error(exc, path="", format_exception=_format_leaf)
+    return f"{source}: invalid configuration: " + "; ".join(_key_first(line) for line in lines)
+
+
+def _format_leaf(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return f"unknown key(s) {', '.join(sorted(exc.extra_fields))}"
+    if isinstance(exc, KeyError):
+        return "required key missing"
+    return str(exc)
+
+
+def _key_first(line: str) -> str:
+    # cattrs says "<problem> @ $.a.b"; operators look for the key first.
+    problem, sep, key = line.rpartition(" @ ")
+    key = key.lstrip("$.")
+    return f"{key or '<top level>'}: {problem}" if sep else line
+
+
+def from_mapping(data: dict[str, Any], source: str = "<mapping>") -> Config:
+    try:
+        config = _CONVERTER.structure(data, Config)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    return attrs.evolve(config, source=source)
+
+
+def load(path: str | os.PathLike[str] | None, environ: dict[str, str] | None = None) -> Config:
+    """Read ``path`` (or only defaults when None), apply the environment, validate."""
+    environ = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: no such configuration file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return from_mapping(_merge(data, _env_overrides(environ)), source)
+
+
+SECRET_HINTS = ("secret", "password", "key", "token", "sas")
+
+
+def to_display(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data, with anything secret-looking masked."""
+    data = _CONVERTER.unstructure(config)
+    data.pop("source", None)
+    return _mask(data)
+
+
+def _mask(node: Any, key: str = "") -> Any:
+    if isinstance(node, dict):
+        return {k: _mask(v, k) for k, v in node.items()}
+    lowered = key.lower()
+    if (
+        isinstance(node, str)
+        and node
+        and any(h in lowered for h in SECRET_HINTS)
+        and not lowered.endswith(("_env", "_file"))
+    ):
+        return "***"
+    return node

@@ -1,0 +1,1 @@
+"""Kafka plumbing: client configuration, headers, the consume loop, topic admin."""

@@ -1,0 +1,464 @@
+"""The one consume loop every stage runs in (DESIGN §3).
+
+A stage is a handler: it receives consumed messages and, now or later and
+from any thread, reports a verdict for each through ``complete``. The loop
+owns everything that makes that correct:
+
+* an offset is stored only when its message's handler finished **and**
+  every output it produced was acknowledged by the broker, and only as the
+  highest contiguous offset per partition (:mod:`kafkapipe.kafka.offsets`);
+* in-flight work is bounded: past the bound every partition is paused while
+  ``consume()`` keeps the group membership alive;
+* on revoke, in-flight work of those partitions is drained (bounded) and
+  committed before they are let go; on loss it is dropped;
+* :class:`Again` (credentials refused) holds the whole stage and processes
+  the same message again after a growing pause, never committing past it;
+* :class:`Defer` (the delay stage's "not due yet") rewinds the partition to
+  the message, pauses it, and resumes it when due — no sleeping, no
+  re-producing;
+* on stop, nothing new is taken, in-flight work drains until the deadline,
+  offsets are committed, and the clients are closed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import attrs
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from kafkapipe import metrics
+from kafkapipe.kafka.offsets import OffsetTracker, TopicPartitionKey
+from kafkapipe.worker import EXIT_FAILURE, EXIT_OK, WorkerControl
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 1.0
+LAG_EVERY = 10.0
+AGAIN_FIRST_PAUSE = 1.0
+AGAIN_MAX_PAUSE = 60.0
+
+
+@attrs.frozen
+class Output:
+    topic: str
+    key: str | bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class Done:
+    """Finished; store the offset once every output is acknowledged."""
+
+    outputs: Sequence[Output] = ()
+
+
+@attrs.frozen
+class Again:
+    """Not done and not failed (e.g. credentials refused): process it again later."""
+
+    reason: str
+
+
+@attrs.frozen
+class Defer:
+    """Not due until ``until`` (epoch seconds): rewind, pause the partition, resume then."""
+
+    until: float
+
+
+Verdict = Done | Again | Defer
+Complete = Callable[[Message, Verdict], None]
+
+
+class Stage(Protocol):
+    name: str
+    topics: list[str]
+    max_batch: int
+    batch_timeout: float
+
+    def handle(self, messages: list[Message], complete: Complete) -> None: ...
+
+    def hold(self) -> float:
+        """Seconds every partition should stay paused (0: none), e.g. downstream lag."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@attrs.define
+class _Work:
+    message: Message
+    started: float
+    pending_acks: int = 0
+
+
+def _key(msg: Message) -> TopicPartitionKey:
+    return (msg.topic(), msg.partition())
+
+
+class ConsumeLoop:
+    def __init__(
+        self,
+        stage: Stage,
+        consumer: Consumer,
+        producer: Producer | None,
+        control: WorkerControl,
+        *,
+        max_in_flight: int,
+        drain_timeout: float,
+        revoke_timeout: float = 30.0,
+        commit_timeout: float = 10.0,
+    ) -> None:
+        self.stage = stage
+        self.consumer = consumer
+        self.producer = producer
+        self.control = control
+        self.high_water = max(1, max_in_flight)
+        self.low_water = max(1, max_in_flight // 2)
+        self.drain_timeout = drain_timeout
+        self.revoke_timeout = revoke_timeout
+        self.commit_timeout = commit_timeout
+        self.tracker = OffsetTracker()
+        self._work: dict[tuple[str, int, int], _Work] = {}
+        self._completions: queue.SimpleQueue[tuple[Message, Verdict]] = queue.SimpleQueue()
+        self._assigned: set[TopicPartitionKey] = set()
+        self._paused: set[TopicPartitionKey] = set()
+        self._deferred: dict[TopicPartitionKey, float] = {}
+        self._again: list[tuple[float, int, Message]] = []  # heap: (due, seq, message)
+        self._again_pause = 0.0
+        self._hold_until = 0.0
+        self._capacity_paused = False
+        self._fatal: str | None = None
+        self._seq = 0
+        self._last_beat = 0.0
+        self._last_lag = 0.0
+
+    # ---------------------------------------------------------------- public
+
+    def run(self) -> int:
+        self.consumer.subscribe(
+            self.stage.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        log.info("consuming", extra={"topics": self.stage.topics})
+        try:
+            while not self.control.stop.is_set() and self._fatal is None:
+                self._iterate()
+            return self._shutdown()
+        finally:
+            self.stage.close()
+
+    def complete(self, message: Message, verdict: Verdict) -> None:
+        """Thread-safe: handlers report here, from any thread."""
+        self._completions.put((message, verdict))
+
+    # ------------------------------------------------------------ main loop
+
+    def _iterate(self) -> None:
+        now = time.monotonic()
+        self._beat(now)
+        self._release_due(now)
+        self._reconcile_pauses(now)
+        capacity = self.high_water - len(self._work)
+        batch = min(self.stage.max_batch, max(capacity, 1))
+        timeout = 0.05 if self._work else self._idle_timeout(now)
+        messages = self.consumer.consume(num_messages=batch, timeout=timeout)
+        good = [m for m in messages if self._accept(m)]
+        if good:
+            self.stage.handle(good, self.complete)
+        self._settle()
+        self._maybe_report_lag(now)
+
+    def _idle_timeout(self, now: float) -> float:
+        """Wait for messages, but wake up in time for the next deferred partition or retry."""
+        wakeups = [*self._deferred.values(), *(due for due, _, _ in self._again[:1])]
+        if not wakeups:
+            return self.stage.batch_timeout
+        return min(self.stage.batch_timeout, max(0.01, min(wakeups) - now))
+
+    def _accept(self, msg: Message) -> bool:
+        err = msg.error()
+        if err is not None:
+            if err.fatal():
+                self._fatal = f"fatal consumer error: {err}"
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", err)
+            return False
+        key = _key(msg)
+        if not self.tracker.owns(key):  # fetched just before a revoke
+            return False
+        self.tracker.start(key, msg.offset())
+        self._work[(msg.topic(), msg.partition(), msg.offset())] = _Work(msg, time.monotonic())
+        metrics.MESSAGES_CONSUMED.labels(self.stage.name, msg.topic()).inc()
+        metrics.IN_FLIGHT.labels(self.stage.name).set(len(self._work))
+        return True
+
+    def _settle(self) -> None:
+        """Apply completions, serve delivery reports, store what became contiguous."""
+        while True:
+            try:
+                message, verdict = self._completions.get_nowait()
+            except queue.Empty:
+                break
+            self._apply(message, verdict)
+        if self.producer is not None:
+            self.producer.poll(0)
+        self._store()
+
+    def _apply(self, msg: Message, verdict: Verdict) -> None:
+        ident = (msg.topic(), msg.partition(), msg.offset())
+        work = self._work.get(ident)
+        if work is None:  # its partition was revoked or rewound meanwhile
+            return
+        if isinstance(verdict, Done):
+            self._again_pause = 0.0
+            self._produce_outputs(ident, work, verdict.outputs)
+        elif isinstance(verdict, Again):
+            self._schedule_again(msg, verdict.reason)
+        else:
+            self._defer(msg, verdict.until)
+
+    def _produce_outputs(self, ident: tuple[str, int, int], work: _Work, outputs: Sequence[Output]) -> None:
+        if not outputs:
+            self._finish(ident)
+            return
+        assert self.producer is not None, "a stage without a producer produced outputs"
+        work.pending_acks = len(outputs)
+        for out in outputs:
+            self._produce(out, self._on_delivery(ident, out.topic))
+
+    def _produce(self, out: Output, callback: Callable) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    out.topic, value=out.value, key=out.key, headers=out.headers, on_delivery=callback
+                )
+                return
+            except BufferError:  # local queue full: let deliveries drain
+                self.producer.poll(0.1)
+
+    def _on_delivery(self, ident: tuple[str, int, int], topic: str) -> Callable:
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            work = self._work.get(ident)
+            if err is not None:
+                # The idempotent producer already retried; the input stays uncommitted
+                # and the worker restarts from the last committed offset.
+                self._fatal = f"delivery to {topic} failed: {err}"
+                return
+            metrics.MESSAGES_PRODUCED.labels(self.stage.name, topic).inc()
+            if work is None:
+                return
+            work.pending_acks -= 1
+            if work.pending_acks == 0:
+                self._finish(ident)
+
+        return delivered
+
+    def _finish(self, ident: tuple[str, int, int]) -> None:
+        work = self._work.pop(ident, None)
+        if work is None:
+            return
+        self.tracker.finish((ident[0], ident[1]), ident[2])
+        metrics.PROCESSING_SECONDS.labels(self.stage.name).observe(time.monotonic() - work.started)
+        metrics.IN_FLIGHT.labels(self.stage.name).set(len(self._work))
+
+    def _store(self, keys: list[TopicPartitionKey] | None = None) -> None:
+        pending = self.tracker.to_store(keys)
+        if not pending:
+            return
+        for topic, partition, offset in pending:
+            try:
+                self.consumer.store_offsets(offsets=[TopicPartition(topic, partition, offset)])
+                self.tracker.mark_stored((topic, partition), offset)
+            except KafkaException as exc:
+                # _STATE: the partition was just revoked; its new owner re-reads from the commit.
+                log.info("offset not stored for %s[%d]@%d: %s", topic, partition, offset, exc)
+                self.tracker.forget([(topic, partition)])
+
+    # ------------------------------------------------------- holding back
+
+    def _schedule_again(self, msg: Message, reason: str) -> None:
+        now = time.monotonic()
+        if now >= self._hold_until:  # a new hold: longer than the last one that did not help
+            self._again_pause = min(AGAIN_MAX_PAUSE, max(AGAIN_FIRST_PAUSE, self._again_pause * 2))
+            self._hold_until = now + self._again_pause
+        due = self._hold_until
+        self._seq += 1
+        heapq.heappush(self._again, (due, self._seq, msg))
+        metrics.AUTH_PAUSES.labels(self.stage.name).inc()
+        log.warning(
+            "holding the stage for %.1fs and retrying the message: %s",
+            self._again_pause,
+            reason,
+            extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
+        )
+
+    def _defer(self, msg: Message, until: float) -> None:
+        key = _key(msg)
+        self.tracker.rewind(key, msg.offset())
+        for ident in [i for i in self._work if (i[0], i[1]) == key and i[2] >= msg.offset()]:
+            del self._work[ident]
+        self._pause([key])
+        self.consumer.seek(TopicPartition(key[0], key[1], msg.offset()))
+        delay = max(0.0, until - time.time())
+        self._deferred[key] = time.monotonic() + delay
+
+    def _release_due(self, now: float) -> None:
+        for key, due in list(self._deferred.items()):
+            if due <= now:
+                del self._deferred[key]
+        while self._again and self._again[0][0] <= now:
+            _, _, msg = heapq.heappop(self._again)
+            if (msg.topic(), msg.partition(), msg.offset()) in self._work:
+                self.stage.handle([msg], self.complete)
+        hold = self.stage.hold()
+        if hold > 0:
+            self._hold_until = max(self._hold_until, now + hold)
+
+    def _reconcile_pauses(self, now: float) -> None:
+        in_flight = len(self._work)
+        if in_flight >= self.high_water:
+            self._capacity_paused = True
+        elif in_flight <= self.low_water:
+            self._capacity_paused = False
+        hold_all = self._capacity_paused or now < self._hold_until or self.control.stop.is_set()
+        wanted = set(self._assigned) if hold_all else set(self._deferred) & self._assigned
+        if wanted - self._paused:
+            self._pause(list(wanted - self._paused))
+        if self._paused - wanted:
+            self._resume(list(self._paused - wanted))
+
+    def _pause(self, keys: list[TopicPartitionKey]) -> None:
+        self.consumer.pause([TopicPartition(t, p) for t, p in keys])
+        self._paused.update(keys)
+
+    def _resume(self, keys: list[TopicPartitionKey]) -> None:
+        self.consumer.resume([TopicPartition(t, p) for t, p in keys])
+        self._paused.difference_update(keys)
+
+    # ----------------------------------------------------------- rebalance
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.tracker.assign(keys)
+        self._assigned.update(keys)
+        metrics.ASSIGNED_PARTITIONS.labels(self.stage.name).set(len(self._assigned))
+        log.info("assigned %s", _fmt(keys))
+        self.control.ready()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self._drop_again(keys)
+        deadline = time.monotonic() + self.revoke_timeout
+        while self._in_flight(keys) and time.monotonic() < deadline and self._fatal is None:
+            self._settle()
+            time.sleep(0.01)
+        self._settle()
+        abandoned = self._in_flight(keys)
+        self._store(keys)
+        self._commit()
+        self._release(keys)
+        log.info("revoked %s (%d unfinished abandoned)", _fmt(keys), abandoned)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self._drop_again(keys)
+        self._release(keys)
+        log.warning("lost %s; their unfinished work will be redone by the new owner", _fmt(keys))
+
+    def _drop_again(self, keys: list[TopicPartitionKey]) -> None:
+        gone = set(keys)
+        self._again = [entry for entry in self._again if _key(entry[2]) not in gone]
+        heapq.heapify(self._again)
+
+    def _release(self, keys: list[TopicPartitionKey]) -> None:
+        gone = set(keys)
+        for ident in [i for i in self._work if (i[0], i[1]) in gone]:
+            del self._work[ident]
+        self.tracker.forget(keys)
+        self._assigned.difference_update(gone)
+        self._paused.difference_update(gone)
+        for key in gone:
+            self._deferred.pop(key, None)
+            metrics.CONSUMER_LAG.labels(self.stage.name, key[0], str(key[1])).set(0)
+        metrics.ASSIGNED_PARTITIONS.labels(self.stage.name).set(len(self._assigned))
+        metrics.IN_FLIGHT.labels(self.stage.name).set(len(self._work))
+
+    def _in_flight(self, keys: list[TopicPartitionKey]) -> int:
+        wanted = set(keys)
+        return sum(1 for ident in self._work if (ident[0], ident[1]) in wanted)
+
+    def _commit(self) -> None:
+        """Synchronously commit every stored offset (``_NO_OFFSET`` means nothing to do)."""
+        try:
+            self.consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit failed: %s", exc)
+
+    # ------------------------------------------------------------ shutdown
+
+    def _shutdown(self) -> int:
+        deadline = time.monotonic() + self.drain_timeout
+        self._reconcile_pauses(time.monotonic())
+        self._again.clear()
+        while self._work and time.monotonic() < deadline and self._fatal is None:
+            self.consumer.consume(num_messages=1, timeout=0.05)  # keeps membership; all paused
+            self._settle()
+        unfinished = len(self._work)
+        if self.producer is not None:
+            self.producer.flush(max(1.0, deadline - time.monotonic()))
+            self._settle()
+        self._store()
+        self._commit()
+        _close_bounded(self.consumer, self.commit_timeout)
+        if self._fatal is not None:
+            log.error("stopping on error: %s", self._fatal)
+            return EXIT_FAILURE
+        log.info("stopped; %d unfinished message(s) left for redelivery", unfinished)
+        return EXIT_OK
+
+    # --------------------------------------------------------------- misc
+
+    def _beat(self, now: float) -> None:
+        if now - self._last_beat >= HEARTBEAT_EVERY:
+            self._last_beat = now
+            self.control.heartbeat()
+
+    def _maybe_report_lag(self, now: float) -> None:
+        if now - self._last_lag < LAG_EVERY or not self._assigned:
+            return
+        self._last_lag = now
+        tps = [TopicPartition(t, p) for t, p in self._assigned]
+        try:
+            positions = self.consumer.position(tps)
+        except KafkaException:
+            return
+        for tp in positions:
+            try:
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if tp.offset >= 0 and high >= 0:
+                lag = max(0, high - tp.offset)
+                metrics.CONSUMER_LAG.labels(self.stage.name, tp.topic, str(tp.partition)).set(lag)
+
+
+def _fmt(keys: list[TopicPartitionKey]) -> str:
+    return ", ".join(f"{t}[{p}]" for t, p in sorted(keys)) or "nothing"
+
+
+def _close_bounded(consumer: Consumer, timeout: float) -> None:
+    """``close()`` can hang while the cluster is unstable; never let it block exit."""
+    closer = threading.Thread(target=consumer.close, name="consumer-close", daemon=True)
+    closer.start()
+    closer.join(timeout)
+    if closer.is_alive():
+        log.warning("consumer close did not finish within %.0fs; exiting anyway", timeout)

@@ -1,0 +1,262 @@
+"""The wire messages of CONTRACT §2 and the one JSON converter for them.
+
+Input events are validated by :func:`parse_event` (the one validator for
+events); everything the pipeline produces is an attrs class serialised by
+:data:`converter`. Timestamps are aware datetimes: inputs without an offset
+are rejected, outputs are always UTC with millisecond precision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import orjson
+from attrs import field, frozen
+from cattrs.preconf.orjson import make_converter
+
+SCHEMA_VERSION = 1
+SCHEMA_TASK = "download_task/1"
+SCHEMA_RESULT = "download_result/1"
+SCHEMA_FAILED = "failed_download/1"
+
+STATUS_SUCCESS = "success"
+STATUS_TRANSIENT = "failed_transient"
+STATUS_PERMANENT = "failed_permanent"
+
+MAX_RESULT_ERROR = 1024
+MAX_DLQ_ERROR = 4096
+
+
+class InvalidMessage(ValueError):
+    """A message that breaks the contract; the text says which rule."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_ts(value: datetime) -> str:
+    """RFC 3339, UTC, milliseconds: ``2026-11-25T19:09:22.123+00:00``."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def parse_ts(text: str, name: str = "timestamp") -> datetime:
+    if not isinstance(text, str):
+        raise InvalidMessage(f"{name} must be an RFC 3339 string")
+    try:
+        value = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        raise InvalidMessage(f"{name} is not an RFC 3339 timestamp: {text[:64]!r}") from None
+    if value.tzinfo is None or "T" not in text.upper():
+        raise InvalidMessage(f"{name} must be an RFC 3339 date-time with an offset: {text[:64]!r}")
+    return value
+
+
+def truncate(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
+def make_task_id(trace_id: str, url: str) -> str:
+    return hashlib.sha256(f"{trace_id}\n{url}".encode()).hexdigest()[:32]
+
+
+@frozen
+class ErrorInfo:
+    category: str
+    message: str
+
+
+@frozen
+class EventMessage:
+    trace_id: str
+    event_type: str
+    timestamp: datetime
+    event_subtype: str
+    source_system: str = "unknown"
+    assignment_id: str | None = None
+    estimate_version: str | None = None
+    attachments: tuple[str, ...] = ()
+
+
+@frozen
+class DownloadTask:
+    task_id: str
+    trace_id: str
+    attachment_url: str
+    blob_path: str
+    event_type: str
+    event_subtype: str
+    source_system: str
+    original_timestamp: datetime
+    created_at: datetime
+    assignment_id: str | None = None
+    estimate_version: str | None = None
+    retry_count: int = 0
+    retry_at: datetime | None = None
+    last_error: ErrorInfo | None = None
+    metadata: dict[str, str] = field(factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+
+@frozen
+class DownloadResult:
+    task_id: str
+    trace_id: str
+    attachment_url: str
+    blob_path: str
+    status: str
+    attempt: int
+    completed_at: datetime
+    duration_ms: int
+    http_status: int | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    content_type: str | None = None
+    file_type: str | None = None
+    error_category: str | None = None
+    error_message: str | None = field(default=None, converter=lambda m: truncate(m, MAX_RESULT_ERROR))
+    schema_version: int = SCHEMA_VERSION
+
+
+@frozen
+class FailedDownload:
+    task: DownloadTask
+    error_category: str
+    error_message: str = field(converter=lambda m: truncate(m, MAX_DLQ_ERROR))
+    attempts: int
+    failed_at: datetime
+    stage: str
+    schema_version: int = SCHEMA_VERSION
+
+
+def _make_converter():
+    conv = make_converter(forbid_extra_keys=False)
+    conv.register_unstructure_hook(datetime, format_ts)
+    conv.register_structure_hook(datetime, lambda v, _: parse_ts(v, "timestamp"))
+    return conv
+
+
+converter = _make_converter()
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(converter.unstructure(value))
+
+
+def loads(data: bytes, cls: type) -> Any:
+    """Decode one of our own messages; raises InvalidMessage naming the problem."""
+    try:
+        return converter.structure(orjson.loads(data), cls)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(f"not JSON: {exc}") from None
+    except Exception as exc:  # cattrs groups; classified here, never swallowed
+        raise InvalidMessage(f"not a valid {cls.__name__}: {_first_error(exc)}") from None
+
+
+def _first_error(exc: BaseException) -> str:
+    inner = getattr(exc, "exceptions", None)
+    if inner:
+        return _first_error(inner[0])
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _optional_str(obj: dict[str, Any], name: str, default: str | None = None, limit: int = 1024) -> str | None:
+    value = obj.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise InvalidMessage(f"{name} must be a string")
+    if len(value) > limit:
+        raise InvalidMessage(f"{name} is longer than {limit} characters")
+    return value
+
+
+def _required_str(obj: dict[str, Any], name: str, limit: int = 1024) -> str:
+    value = obj.get(name)
+    if value is None:
+        raise InvalidMessage(f"{name} is required")
+    if not isinstance(value, str) or not value:
+        raise InvalidMessage(f"{name} must be a non-empty string")
+    if len(value) > limit:
+        raise InvalidMessage(f"{name} is longer than {limit} characters")
+    return value
+
+
+def _attachments(obj: dict[str, Any]) -> tuple[str, ...]:
+    raw = obj.get("attachments")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(u, str) and u for u in raw):
+        raise InvalidMessage("attachments must be a list of URL strings")
+    return tuple(dict.fromkeys(raw))  # duplicates collapse, order kept
+
+
+def parse_event(data: bytes | None) -> EventMessage:
+    """The one validator for input events (CONTRACT §2, EventMessage)."""
+    if data is None:
+        raise InvalidMessage("empty message (no value)")
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidMessage(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidMessage(f"not a JSON object but {type(obj).__name__}")
+    event_type = _required_str(obj, "event_type")
+    payload = obj.get("payload")
+    if payload is not None and not isinstance(payload, dict):
+        raise InvalidMessage("payload must be an object")
+    return EventMessage(
+        trace_id=_required_str(obj, "trace_id", limit=256),
+        event_type=event_type,
+        timestamp=parse_ts(obj["timestamp"]) if "timestamp" in obj else _missing("timestamp"),
+        event_subtype=_optional_str(obj, "event_subtype", event_type.rsplit(".", 1)[-1]),
+        source_system=_optional_str(obj, "source_system", "unknown"),
+        assignment_id=_optional_str(obj, "assignment_id"),
+        estimate_version=_optional_str(obj, "estimate_version"),
+        attachments=_attachments(obj),
+    )
+
+
+def _missing(name: str) -> Any:
+    raise InvalidMessage(f"{name} is required")
+
+
+def result_for(
+    task: DownloadTask,
+    status: str,
+    *,
+    started: float,
+    finished: float,
+    http_status: int | None = None,
+    bytes: int | None = None,  # noqa: A002 - the contract's field name
+    sha256: str | None = None,
+    content_type: str | None = None,
+    file_type: str | None = None,
+    error: ErrorInfo | None = None,
+) -> DownloadResult:
+    return DownloadResult(
+        task_id=task.task_id,
+        trace_id=task.trace_id,
+        attachment_url=task.attachment_url,
+        blob_path=task.blob_path,
+        status=status,
+        attempt=task.retry_count + 1,
+        completed_at=utcnow(),
+        duration_ms=max(0, int((finished - started) * 1000)),
+        http_status=http_status,
+        bytes=bytes,
+        sha256=sha256,
+        content_type=content_type,
+        file_type=file_type,
+        error_category=error.category if error else None,
+        error_message=error.message if error else None,
+    )
+
+
+def evolve(value: Any, **changes: Any) -> Any:
+    return attrs.evolve(value, **changes)

@@ -1,0 +1,113 @@
+"""delay: retry topics → pending, each task when its ``retry_at`` is due.
+
+Within one retry topic every message carries the same delay, so due times
+only rise along a partition and waiting on the head is right. A head that
+is not due makes the loop rewind the partition to it, pause it, and resume
+it at the due time: no sleeping on a message, no re-producing it, no busy
+loop. The task is forwarded byte for byte.
+
+Republishing also waits while the download group's lag on the pending
+topic is above ``stages.delay.max_pending_lag``, so a backlog of retries
+does not bury fresh work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from kafkapipe.config import Config
+from kafkapipe.kafka.clients import group_id, header_map, headers, make_consumer
+from kafkapipe.kafka.loop import Complete, Defer, Done, Output
+from kafkapipe.messages import SCHEMA_TASK, DownloadTask, InvalidMessage, loads
+from kafkapipe.stages.outcomes import raw_dead_letter
+
+log = logging.getLogger(__name__)
+
+LAG_CHECK_EVERY = 5.0
+
+
+def due_time(msg: Message) -> float:
+    """Epoch seconds from the ``retry-at`` header; falls back to the task's ``retry_at``."""
+    raw = header_map(msg.headers()).get("retry-at")
+    if raw is not None and raw.isdigit():
+        return int(raw) / 1000.0
+    task = loads(msg.value() or b"", DownloadTask)
+    return task.retry_at.timestamp() if task.retry_at else 0.0
+
+
+class DelayStage:
+    name = "delay"
+    max_batch = 500
+    batch_timeout = 1.0
+
+    def __init__(self, config: Config, clock=time.time) -> None:
+        self.config = config
+        self.topics = config.topics.retry_topics
+        self.pending = config.topics.pending
+        self.dlq = config.topics.dlq
+        self.max_lag = config.stages.delay.max_pending_lag
+        self._clock = clock
+        self._lag_probe: Consumer | None = None
+        self._next_lag_check = 0.0
+        self._held = 0.0
+
+    def handle(self, messages: list[Message], complete: Complete) -> None:
+        now = self._clock()
+        waiting: set[tuple[str, int]] = set()
+        for msg in messages:
+            key = (msg.topic(), msg.partition())
+            if key in waiting:  # rewound with its head; it will be consumed again
+                continue
+            try:
+                due = due_time(msg)
+            except InvalidMessage as exc:
+                complete(msg, Done([raw_dead_letter(msg, self.dlq, self.name, str(exc))]))
+                continue
+            if due > now:
+                waiting.add(key)
+                complete(msg, Defer(due))
+            else:
+                complete(msg, Done([self._forward(msg)]))
+
+    def _forward(self, msg: Message) -> Output:
+        meta = header_map(msg.headers())
+        out_headers = headers(SCHEMA_TASK, meta.get("trace_id"), meta.get("task_id"))
+        return Output(self.pending, msg.key(), msg.value() or b"", out_headers)
+
+    def hold(self) -> float:
+        """Pause all retry partitions while the downloaders are far behind."""
+        if not self.max_lag:
+            return 0.0
+        now = time.monotonic()
+        if now >= self._next_lag_check:
+            self._next_lag_check = now + LAG_CHECK_EVERY
+            lag = self.pending_lag()
+            self._held = LAG_CHECK_EVERY if lag is not None and lag > self.max_lag else 0.0
+            if self._held:
+                log.info("pending lag %d above %d: holding retries", lag, self.max_lag)
+        return self._held
+
+    def pending_lag(self) -> int | None:
+        """Sum over pending partitions of high watermark − the download group's commit."""
+        if self._lag_probe is None:
+            # Never subscribes: only reads the download group's committed offsets.
+            self._lag_probe = make_consumer(self.config, group_id(self.config, "download"))
+        try:
+            meta = self._lag_probe.list_topics(self.pending, timeout=5)
+            parts = [TopicPartition(self.pending, p) for p in meta.topics[self.pending].partitions]
+            committed = self._lag_probe.committed(parts, timeout=5)
+            total = 0
+            for tp in committed:
+                low, high = self._lag_probe.get_watermark_offsets(tp, timeout=5)
+                total += max(0, high - (tp.offset if tp.offset >= 0 else low))
+            return total
+        except KafkaException as exc:
+            log.warning("could not read pending lag: %s", exc)
+            return None
+
+    def close(self) -> None:
+        if self._lag_probe is not None:
+            self._lag_probe.close()

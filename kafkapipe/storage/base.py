@@ -1,0 +1,56 @@
+"""The storage interface every backend implements.
+
+A writer receives the body chunk by chunk and publishes it atomically on
+:meth:`BlobWriter.commit`: until then nothing is visible under the final
+name, and :meth:`BlobWriter.abort` (or an exception inside the ``with``
+block) leaves nothing behind. Writing the same path twice yields the same
+bytes at the same path, so redelivered tasks are harmless.
+"""
+
+from __future__ import annotations
+
+import abc
+from types import TracebackType
+
+
+class BlobWriter(abc.ABC):
+    @abc.abstractmethod
+    def write(self, chunk: bytes) -> None:
+        """Append one chunk; raises a categorised PipelineError on failure."""
+
+    @abc.abstractmethod
+    def commit(self) -> None:
+        """Publish everything written under the final name, atomically."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Discard everything written; never raises."""
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+class Storage(abc.ABC):
+    @abc.abstractmethod
+    def open_writer(self, blob_path: str) -> BlobWriter:
+        """A writer for ``blob_path`` (relative, already validated by kafkapipe.paths)."""
+
+    @abc.abstractmethod
+    def exists(self, blob_path: str) -> bool:
+        """Whether a committed object is at ``blob_path``."""
+
+    @abc.abstractmethod
+    def describe(self, blob_path: str) -> str:
+        """Where ``blob_path`` lives, for logs and the CLI (no secrets)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; default does nothing."""

@@ -1,0 +1,84 @@
+"""Local disk storage: temp file in the target directory, fsync, ``os.replace``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from kafkapipe.errors import AuthError, PermanentError, TransientError
+from kafkapipe.storage.base import BlobWriter, Storage
+
+
+def _classify_os_error(exc: OSError, where: str) -> Exception:
+    import errno
+
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return AuthError(f"storage refused access to {where}: {exc.strerror}")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN):
+        return TransientError(f"storage write failed at {where}: {exc.strerror}")
+    return PermanentError(f"storage write failed at {where}: {exc.strerror}")
+
+
+class LocalWriter(BlobWriter):
+    # Temp names start with ".tmp-" in the final directory: same filesystem for the
+    # rename, and no reader ever mistakes them for a published attachment.
+    def __init__(self, final: Path) -> None:
+        self._final = final
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
+        except OSError as exc:
+            raise _classify_os_error(exc, str(final.parent)) from None
+        self._tmp = Path(tmp)
+        self._file = os.fdopen(fd, "wb")
+        self._done = False
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            raise _classify_os_error(exc, str(self._final)) from None
+
+    def commit(self) -> None:
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self._final)
+            dir_fd = os.open(self._final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            self.abort()
+            raise _classify_os_error(exc, str(self._final)) from None
+        self._done = True
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        self._tmp.unlink(missing_ok=True)
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _path(self, blob_path: str) -> Path:
+        return self.root / blob_path
+
+    def open_writer(self, blob_path: str) -> LocalWriter:
+        return LocalWriter(self._path(blob_path))
+
+    def exists(self, blob_path: str) -> bool:
+        return self._path(blob_path).is_file()
+
+    def describe(self, blob_path: str) -> str:
+        return str(self._path(blob_path))

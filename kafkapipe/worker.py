@@ -1,0 +1,72 @@
+"""One stage in one process: the contract between the supervisor and a stage.
+
+The supervisor (or ``kafkapipe worker`` in the foreground) builds a
+:class:`WorkerControl`, installs its signal handlers and calls
+:func:`run_worker`. Stages poll ``control.stop`` and call
+``control.heartbeat()`` from their consume loop, so a wedged loop shows up
+as a stale heartbeat, and ``control.ready()`` once they have joined their
+consumer group.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+import attrs
+
+from kafkapipe.config import STAGES, Config
+
+log = logging.getLogger(__name__)
+
+# Exit codes the supervisor understands (gunicorn's convention for boot failures).
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_BOOT_ERROR = 3
+
+
+def _noop() -> None:
+    return None
+
+
+@attrs.define
+class WorkerControl:
+    stop: threading.Event = attrs.Factory(threading.Event)
+    on_heartbeat: Callable[[], None] = _noop
+    on_ready: Callable[[], None] = _noop
+    _ready_sent: bool = False
+
+    def heartbeat(self) -> None:
+        self.on_heartbeat()
+
+    def ready(self) -> None:
+        if not self._ready_sent:
+            self._ready_sent = True
+            self.on_ready()
+
+    def install_signal_handlers(self) -> None:
+        """TERM/INT ask for a graceful drain; a second one changes nothing (the supervisor KILLs)."""
+
+        def request_stop(signum: int, frame: object) -> None:
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+
+def run_worker(config: Config, stage: str, control: WorkerControl) -> int:
+    """Run ``stage`` until ``control.stop`` is set; returns the process exit code."""
+    if stage not in STAGES:
+        log.error("unknown stage %r (expected one of %s)", stage, ", ".join(STAGES))
+        return EXIT_CONFIG
+    from kafkapipe.stages import build_stage
+
+    try:
+        runner = build_stage(config, stage, control)
+    except Exception:
+        log.exception("stage %s failed to boot", stage)
+        return EXIT_BOOT_ERROR
+    return runner.run()

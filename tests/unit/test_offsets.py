@@ -1,0 +1,68 @@
+import random
+
+from kafkapipe.kafka.offsets import OffsetTracker, PartitionTrack
+
+KEY = ("t", 0)
+
+
+def test_contiguous_offset_advances_only_over_finished_prefix():
+    track = PartitionTrack()
+    for offset in (10, 11, 12, 13):
+        track.start(offset)
+    track.finish(12)
+    assert track.committable is None
+    track.finish(10)
+    assert track.committable == 11
+    track.finish(11)
+    assert track.committable == 13
+    track.finish(13)
+    assert track.committable == 14
+    assert track.in_flight == 0
+
+
+def test_random_completion_order_always_commits_highest_contiguous():
+    rng = random.Random(7)
+    for _ in range(50):
+        track = PartitionTrack()
+        offsets = list(range(100, 160))
+        for o in offsets:
+            track.start(o)
+        order = offsets[:]
+        rng.shuffle(order)
+        finished = set()
+        for o in order:
+            track.finish(o)
+            finished.add(o)
+            prefix = 100
+            while prefix in finished:
+                prefix += 1
+            assert track.committable == (prefix if prefix > 100 else None)
+
+
+def test_rewind_forgets_offsets_at_and_after():
+    track = PartitionTrack()
+    for o in (5, 6, 7):
+        track.start(o)
+    track.finish(5)
+    track.finish(7)
+    track.rewind(6)
+    assert track.in_flight == 0
+    assert track.committable == 6
+    track.start(6)
+    track.finish(6)
+    assert track.committable == 7
+
+
+def test_tracker_reports_each_advance_once_and_drops_revoked():
+    tracker = OffsetTracker()
+    tracker.assign([KEY, ("t", 1)])
+    tracker.start(KEY, 0)
+    tracker.finish(KEY, 0)
+    assert tracker.to_store() == [("t", 0, 1)]
+    tracker.mark_stored(KEY, 1)
+    assert tracker.to_store() == []
+    tracker.forget([KEY])
+    tracker.finish(KEY, 1)  # late completion of a revoked partition is ignored
+    assert tracker.to_store() == []
+    assert not tracker.owns(KEY)
+    assert tracker.in_flight() == 0
