@@ -25,7 +25,9 @@ PNG = bytes.fromhex(
 )
 SAMPLES = {
     "estimate.pdf": b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n",
-    "photo-front.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + bytes(2048) + b"\xff\xd9",
+    "photo-front.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    + bytes(2048)
+    + b"\xff\xd9",
     "roof.png": PNG,
     "adjuster-notes.txt": b"Roof damage on the north side. Hail, 2 cm. Photos attached.\n" * 40,
 }
@@ -140,7 +142,7 @@ def main() -> int:
     port = free_port()
     server = subprocess.Popen(
         [PY, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(files)],
-        stdout=subprocess.DEVNULL, stderr=open(VAR / "fileserver.log", "ab"),
+        stdout=subprocess.DEVNULL, stderr=open(VAR / "fileserver.log", "ab"),  # noqa: SIM115 - lives as long as the server
     )
     config = write_config(port, args.bootstrap)
     say(f"kafkapipe demo: broker {args.bootstrap}, sample files on http://127.0.0.1:{port}/, config {config}")
@@ -148,7 +150,7 @@ def main() -> int:
     if created.returncode:
         say(created.stderr)
         return 1
-    log = open(VAR / "supervisor.log", "ab")
+    log = open(VAR / "supervisor.log", "ab")  # noqa: SIM115 - lives as long as the supervisor
     supervisor = subprocess.Popen([PY, str(ROOT / "bin" / "kafkapipe-supervisor"), "--config", str(config)],
                                   cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,7 +80,11 @@ def cmd_worker(args: argparse.Namespace, config: configmod.Config) -> int:
 
     control = WorkerControl()
     control.install_signal_handlers()
-    return run_worker(config, args.stage, control)
+    code = run_worker(config, args.stage, control)
+    # Downloads abandoned at the drain deadline must not hold the exit: they were not
+    # committed and will be redone.
+    logging.shutdown()
+    os._exit(code)
 
 
 def cmd_topics(args: argparse.Namespace, config: configmod.Config) -> int:

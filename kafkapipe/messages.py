@@ -233,7 +233,7 @@ def result_for(
     started: float,
     finished: float,
     http_status: int | None = None,
-    bytes: int | None = None,  # noqa: A002 - the contract's field name
+    bytes: int | None = None,
     sha256: str | None = None,
     content_type: str | None = None,
     file_type: str | None = None,
