@@ -57,6 +57,8 @@ def _one_of(*choices: str):
 def _durations(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
     if not value:
         raise ValueError(f"{attribute.name} needs at least one delay")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{attribute.name} must not repeat a delay (each names its own topic): {value}")
     for item in value:
         try:
             parse_duration(item)

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from kafkahelpers import create_topics, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,6 +188,24 @@ class Pipeline:
         finally:
             consumer.close()
         return got
+
+    def lag(self, stage: str, topic: str) -> int:
+        """Messages on ``topic`` not yet committed by the stage's consumer group."""
+        group = f"{self.data['kafka']['group_prefix']}.{stage}"
+        probe = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+        try:
+            parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
+            committed = probe.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+            total = 0
+            for tp in committed:
+                low, high = probe.get_watermark_offsets(tp, timeout=10)
+                total += high - (tp.offset if tp.offset >= 0 else low)
+            return total
+        finally:
+            probe.close()
+
+    def wait_caught_up(self, stage: str, topic: str, timeout: float = 60) -> None:
+        wait_for(lambda: self.lag(stage, topic) == 0, timeout, f"{stage} to commit all of {topic}", interval=0.3)
 
     # ------------------------------------------------------------------ inventory
     def rows(self) -> list[dict]:

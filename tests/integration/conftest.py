@@ -1,0 +1,1 @@
+from tests.integration.conftest_http import *  # noqa: F403 - the HTTP server fixtures
