@@ -240,6 +240,8 @@ class AzureBlobConfig:
     container: str = ""
     prefix: str = ""
     api_version: str = "2023-11-03"
+    # Bytes per Put Block: the upload's memory per download (at most 4000 MiB, Azure's limit).
+    block_size: int = field(default=4 * 1024 * 1024, validator=_positive)
     credential: CredentialConfig = CredentialConfig(kind="shared_key")
 
 
