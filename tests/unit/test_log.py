@@ -1,0 +1,178 @@
+"""JSON log lines: context fields, process fields in every thread, and no secrets, ever."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import threading
+
+import pytest
+
+from kafkapipe import log as klog
+
+PRESIGNED = (
+    "https://bucket.s3.amazonaws.com/claims/a.pdf?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Credential=AKIAEXAMPLE%2F20261125%2Fus-east-1%2Fs3%2Faws4_request"
+    "&X-Amz-Signature=deadbeefcafe0123456789"
+)
+SAS = "https://acct.blob.core.windows.net/c/b.pdf?sv=2023-11-03&se=2026-11-26&sp=r&sig=SECRETsig%2Bvalue%3D"
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJrYWZrYXBpcGUifQ.c2lnbmF0dXJlLWJ5dGVz"
+SECRET_PARTS = (
+    "deadbeefcafe0123456789",
+    "SECRETsig",
+    "AKIAEXAMPLE",
+    "X-Amz-Algorithm",
+    "sv=2023-11-03",
+    JWT,
+    "hunter2",
+    "tok3n-value",
+)
+
+
+@pytest.fixture
+def capture():
+    """Routes the root logger to a buffer through log.setup; restores everything afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_process = dict(klog._PROCESS)
+    stream = io.StringIO()
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+    klog.setup("DEBUG", "json", stream)
+    yield lines
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    klog._PROCESS.clear()
+    klog._PROCESS.update(saved_process)
+
+
+def assert_clean(text: str) -> None:
+    for part in SECRET_PARTS:
+        assert part not in text, f"{part!r} leaked into {text!r}"
+
+
+def test_every_line_is_one_json_object_with_pid_and_stage(capture):
+    klog.bind(stage="download")
+    logging.getLogger("kafkapipe.test").info("hello %s", "world")
+    (line,) = capture()
+    assert line["msg"] == "hello world"
+    assert line["pid"] == os.getpid()
+    assert line["stage"] == "download"
+    assert line["level"] == "INFO"
+    assert line["logger"] == "kafkapipe.test"
+    assert line["ts"].endswith("+00:00")
+
+
+def test_stage_defaults_to_a_placeholder_when_nothing_bound(capture):
+    klog._PROCESS.clear()
+    klog._PROCESS["stage"] = "-"
+    logging.getLogger("kafkapipe.test").warning("early")
+    assert capture()[0]["stage"] == "-"
+
+
+def test_context_fields_and_kafka_coordinates(capture):
+    klog.bind(stage="ingest")
+    logger = logging.getLogger("kafkapipe.test")
+    with klog.context(trace_id="t-1", task_id="k-1", topic="events", partition=3, offset=42):
+        logger.info("inside")
+    logger.info("outside")
+    inside, outside = capture()
+    assert {k: inside[k] for k in ("trace_id", "task_id", "topic", "partition", "offset")} == {
+        "trace_id": "t-1", "task_id": "k-1", "topic": "events", "partition": 3, "offset": 42,
+    }
+    assert "trace_id" not in outside and outside["stage"] == "ingest"
+
+
+def test_process_fields_reach_threads_that_do_not_inherit_the_context(capture):
+    klog.bind(stage="download")
+    with klog.context(trace_id="main-only"):
+        thread = threading.Thread(target=lambda: logging.getLogger("kafkapipe.pool").info("from a thread"))
+        thread.start()
+        thread.join()
+    (line,) = capture()
+    assert line["stage"] == "download"
+    assert "trace_id" not in line
+
+
+def test_redact_url_keeps_only_scheme_host_port_path():
+    assert klog.redact_url(PRESIGNED) == "https://bucket.s3.amazonaws.com/claims/a.pdf"
+    assert klog.redact_url("http://user:hunter2@[::1]:8080/x?y=1#f") == "http://[::1]:8080/x"
+    assert klog.redact_url("http://[bad") == "<unparseable url>"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"download failed for {PRESIGNED}",
+        f"GET {SAS} -> 403",
+        "connection string AccountName=acct;AccountKey=hunter2==;EndpointSuffix=core.windows.net",
+        f"Authorization: Bearer {JWT}",
+        "header authorization=Bearer tok3n-value",
+        f"token {JWT} expired",
+        '{"access_token": "tok3n-value", "expires_in": 3599}',
+        "form client_secret=hunter2&grant_type=client_credentials",
+        "http://svc:hunter2@example.com/path",
+        "relative blob c/b.pdf?se=2026&sig=SECRETsig%3D",
+    ],
+)
+def test_scrub_removes_secrets_from_free_text(text):
+    assert_clean(klog.scrub(text))
+
+
+def test_scrub_is_idempotent_and_keeps_the_useful_part():
+    once = klog.scrub(f"fetch {SAS} failed")
+    assert klog.scrub(once) == once
+    assert "https://acct.blob.core.windows.net/c/b.pdf" in once
+
+
+def test_messages_arguments_extras_and_tracebacks_are_scrubbed(capture):
+    logger = logging.getLogger("kafkapipe.test")
+    logger.info("fetching %s", PRESIGNED)
+    logger.warning("giving up", extra={"url": SAS, "headers": {"Authorization": f"Bearer {JWT}"}})
+    try:
+        raise RuntimeError(f"HTTP 403 for {SAS}")
+    except RuntimeError:
+        logger.exception("download failed")
+    with klog.context(attachment_url=PRESIGNED):
+        logger.error("context too")
+    raw = "\n".join(json.dumps(line) for line in capture())
+    assert_clean(raw)
+    assert "https://bucket.s3.amazonaws.com/claims/a.pdf" in raw
+    assert "RuntimeError" in raw
+
+
+def test_third_party_loggers_are_scrubbed_as_well(capture):
+    logging.getLogger("urllib3.connectionpool").warning('"GET /c/b.pdf?sv=1&sig=SECRETsig HTTP/1.1" 403')
+    assert_clean(json.dumps(capture()))
+
+
+def test_text_format_is_scrubbed_too():
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    stream = io.StringIO()
+    try:
+        klog.setup("INFO", "text", stream)
+        logging.getLogger("kafkapipe.test").info("GET %s", SAS)
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    out = stream.getvalue()
+    assert "pid=" in out and "stage=" in out
+    assert_clean(out)
+
+
+def test_level_from_setup_filters_lines(capture):
+    logging.getLogger().setLevel("WARNING")
+    logging.getLogger("kafkapipe.test").info("dropped")
+    logging.getLogger("kafkapipe.test").warning("kept")
+    assert [line["msg"] for line in capture()] == ["kept"]
+
+
+def test_bad_log_arguments_do_not_raise(capture):
+    logging.getLogger("kafkapipe.test").info("needs two %s %s", "one")
+    (line,) = capture()
+    assert "bad log arguments" in line["msg"]
