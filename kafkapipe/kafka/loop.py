@@ -169,7 +169,10 @@ class ConsumeLoop:
         capacity = self.high_water - len(self._work)
         batch = min(self.stage.max_batch, max(capacity, 1))
         timeout = 0.05 if self._work else self._idle_timeout(now)
+        holding = self._holding_all(now)
         messages = self.consumer.consume(num_messages=batch, timeout=timeout)
+        if messages and holding:
+            messages = self._rewind_unpaused(messages)
         good = [m for m in messages if self._accept(m)]
         if good:
             self.stage.handle(good, self.complete)
@@ -328,12 +331,30 @@ class ConsumeLoop:
             self._capacity_paused = True
         elif in_flight <= self.low_water:
             self._capacity_paused = False
-        hold_all = self._capacity_paused or now < self._hold_until or self.control.stop.is_set()
-        wanted = set(self._assigned) if hold_all else set(self._deferred) & self._assigned
+        wanted = set(self._assigned) if self._holding_all(now) else set(self._deferred) & self._assigned
         if wanted - self._paused:
             self._pause(list(wanted - self._paused))
         if self._paused - wanted:
             self._resume(list(self._paused - wanted))
+
+    def _holding_all(self, now: float) -> bool:
+        return self._capacity_paused or now < self._hold_until or self.control.stop.is_set()
+
+    def _rewind_unpaused(self, messages: list[Message]) -> list[Message]:
+        """Partitions assigned during ``consume()`` were not paused with the rest: rewind and pause them."""
+        first: dict[TopicPartitionKey, int] = {}
+        kept = []
+        for msg in messages:
+            key = _key(msg)
+            if msg.error() is None and key in self._assigned and key not in self._paused:
+                first.setdefault(key, msg.offset())
+            else:
+                kept.append(msg)
+        if first:
+            self._pause(list(first))
+            for (topic, partition), offset in first.items():
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+        return kept
 
     def _pause(self, keys: list[TopicPartitionKey]) -> None:
         self.consumer.pause([TopicPartition(t, p) for t, p in keys])
@@ -356,7 +377,8 @@ class ConsumeLoop:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self._drop_again(keys)
-        deadline = time.monotonic() + self.revoke_timeout
+        # In close() at shutdown the drain has had its time already: do not wait a second time.
+        deadline = time.monotonic() + (0.0 if self.control.stop.is_set() else self.revoke_timeout)
         while self._in_flight(keys) and time.monotonic() < deadline and self._fatal is None:
             self._settle()
             time.sleep(0.01)
@@ -380,6 +402,11 @@ class ConsumeLoop:
 
     def _release(self, keys: list[TopicPartitionKey]) -> None:
         gone = set(keys)
+        if gone & self._paused:  # librdkafka keeps a pause through revocation: one assigned back would stay paused
+            try:
+                self.consumer.resume([TopicPartition(t, p) for t, p in gone & self._paused])
+            except KafkaException as exc:
+                log.warning("could not resume released partitions: %s", exc)
         for ident in [i for i in self._work if (i[0], i[1]) in gone]:
             del self._work[ident]
         self.tracker.forget(keys)
@@ -417,8 +444,10 @@ class ConsumeLoop:
             self.producer.flush(max(1.0, deadline - time.monotonic()))
             self._settle()
         self._store()
-        self._commit()
-        _close_bounded(self.consumer, self.commit_timeout)
+        # A synchronous commit or close() can block while a rebalance (a sibling leaving at the
+        # same time) waits for this consumer; bound both by what is left of the drain budget.
+        remaining = max(1.0, min(self.commit_timeout, deadline + 1.0 - time.monotonic()))
+        _close_bounded(self.consumer, remaining, before=self._commit)
         if self._fatal is not None:
             log.error("stopping on error: %s", self._fatal)
             return EXIT_FAILURE
@@ -455,9 +484,15 @@ def _fmt(keys: list[TopicPartitionKey]) -> str:
     return ", ".join(f"{t}[{p}]" for t, p in sorted(keys)) or "nothing"
 
 
-def _close_bounded(consumer: Consumer, timeout: float) -> None:
+def _close_bounded(consumer: Consumer, timeout: float, before: Callable[[], None] | None = None) -> None:
     """``close()`` can hang while the cluster is unstable; never let it block exit."""
-    closer = threading.Thread(target=consumer.close, name="consumer-close", daemon=True)
+
+    def close() -> None:
+        if before is not None:
+            before()
+        consumer.close()
+
+    closer = threading.Thread(target=close, name="consumer-close", daemon=True)
     closer.start()
     closer.join(timeout)
     if closer.is_alive():
