@@ -58,12 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "supervisor":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["supervisor"]:
+        # Before build_parser(): the dlq subcommand imports kafkapipe.metrics, and the
+        # supervisor must set PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported.
         from kafkapipe.supervisor import main as supervisor_main
 
-        stages = ["--stages", args.stages] if args.stages else []
-        return supervisor_main(["--config", args.config, *stages])
+        return supervisor_main(argv[1:])
+    args = build_parser().parse_args(argv)
     try:
         config = configmod.load(args.config)
     except ConfigError as exc:

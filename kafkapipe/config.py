@@ -209,11 +209,31 @@ class StagesConfig:
 DEFAULT_FILE_TYPES = ["pdf", "jpg", "png", "gif", "tiff", "heic", "docx", "xlsx", "doc", "xls", "txt", "zip", "esx"]
 
 
+def _host_names(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
+    from kafkapipe.errors import ValidationError
+    from kafkapipe.security.urls import normalize_host  # late: security.urls imports this module
+
+    for item in value:
+        suffix = attribute.name == "allowed_host_suffixes"
+        try:
+            _, ip = normalize_host(item.strip().lstrip(".") if suffix else item.strip())
+        except ValidationError as exc:
+            raise ValueError(f"{attribute.name}: {item!r}: {exc.message}") from None
+        if suffix and ip is not None:
+            raise ValueError(f"{attribute.name}: {item!r} is an IP address, not a domain")
+
+
+def _schemes(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
+    unknown = sorted({s.lower() for s in value} - {"http", "https"})
+    if unknown:
+        raise ValueError(f"{attribute.name}: unsupported scheme(s) {', '.join(unknown)}; use http or https")
+
+
 @frozen
 class DownloadConfig:
-    allowed_schemes: list[str] = field(factory=lambda: ["https"])
-    allowed_hosts: list[str] = field(factory=list)
-    allowed_host_suffixes: list[str] = field(factory=list)
+    allowed_schemes: list[str] = field(factory=lambda: ["https"], validator=_schemes)
+    allowed_hosts: list[str] = field(factory=list, validator=_host_names)
+    allowed_host_suffixes: list[str] = field(factory=list, validator=_host_names)
     allowed_ports: list[int] = field(factory=lambda: [443])
     allow_cidrs: list[str] = field(factory=list, validator=_cidrs)
     allowed_file_types: list[str] = field(factory=lambda: list(DEFAULT_FILE_TYPES))

@@ -7,6 +7,7 @@ clients in the process that uses them.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -23,6 +24,8 @@ def _common(config: Config) -> dict[str, Any]:
         "bootstrap.servers": kafka.bootstrap_servers,
         "security.protocol": kafka.security_protocol,
         "client.id": f"kafkapipe-{socket.gethostname()}-{os.getpid()}",
+        # librdkafka's own messages become our JSON log lines, not raw text on stderr.
+        "logger": logging.getLogger("kafkapipe.librdkafka"),
     }
     if kafka.security_protocol.startswith("SASL"):
         settings["sasl.mechanism"] = kafka.sasl_mechanism
@@ -44,7 +47,8 @@ def consumer_config(config: Config, group_id: str, **overrides: Any) -> dict[str
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
         "enable.partition.eof": False,
-        "session.timeout.ms": 45000,
+        # A killed worker's partitions move to the others after this long.
+        "session.timeout.ms": 10000,
         "max.poll.interval.ms": 300000,
         **config.kafka.consumer,
         **overrides,

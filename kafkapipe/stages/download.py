@@ -19,7 +19,7 @@ from confluent_kafka import Message
 from kafkapipe import metrics
 from kafkapipe.config import Config
 from kafkapipe.download.fetch import Fetcher
-from kafkapipe.errors import ErrorCategory, PipelineError, category_of
+from kafkapipe.errors import ErrorCategory, PipelineError, ValidationError, category_of
 from kafkapipe.kafka.loop import Again, Complete, Done, Output, Verdict
 from kafkapipe.log import context, redact_url
 from kafkapipe.messages import DownloadTask, ErrorInfo, InvalidMessage, loads
@@ -74,7 +74,7 @@ class DownloadStage:
 
     def attempt(self, task: DownloadTask) -> Verdict:
         started = time.monotonic()
-        host = (urlsplit(task.attachment_url).hostname or "").lower()
+        host = self._host(task.attachment_url)
         try:
             self.breakers.before(host)
             with self.storage.open_writer(task.blob_path) as writer:
@@ -94,6 +94,13 @@ class DownloadStage:
             task, started, http_status=outcome.http_status, bytes=outcome.bytes, sha256=outcome.sha256,
             content_type=outcome.content_type, file_type=outcome.file_type,
         ))
+
+    def _host(self, url: str) -> str:
+        """The circuit's key: the normalised host, so FILES.example.com. and files.example.com share one."""
+        try:
+            return self.fetcher.validator.check_static(url).host
+        except ValidationError:
+            return (urlsplit(url).hostname or "").lower()
 
     def _failed(self, task: DownloadTask, exc: PipelineError, host: str, started: float) -> Verdict:
         category = exc.category

@@ -89,12 +89,25 @@ class Outcomes:
         http_status: int | None = None,
         retry_after: float | None = None,
     ) -> list[Output]:
-        index = task.retry_count
-        if index >= len(self.topics.retry_delays):
+        if task.retry_count >= len(self.topics.retry_delays):
             return self.permanent(task, error, started, http_status)
+        index = self._topic_for(task.retry_count, retry_after)
         routed = self._route(task, index, error, retry_after, task.retry_count + 1)
         result = self.result(task, STATUS_TRANSIENT, started, http_status=http_status, error=error)
         return [result, routed]
+
+    def _topic_for(self, first: int, retry_after: float | None) -> int:
+        """The first retry topic from ``first`` on whose delay covers Retry-After.
+
+        Due times rise along a retry partition only if every message on it waits about the
+        topic's own delay; a long Retry-After parked on a short topic would hold up every
+        task behind it. Only on the last topic may a task wait longer than the delay.
+        """
+        last = len(self.topics.retry_delays) - 1
+        for index in range(first, last):
+            if self.topics.retry_delay_seconds(index) >= (retry_after or 0.0):
+                return index
+        return last
 
     def circuit_open(self, task: DownloadTask, error: ErrorInfo, started: float) -> list[Output]:
         """Back to the first retry topic, keeping ``retry_count``: no attempt was made."""

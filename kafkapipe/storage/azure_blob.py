@@ -47,6 +47,7 @@ from kafkapipe.auth.credentials import (
     is_token_credential,
 )
 from kafkapipe.config import AzureBlobConfig
+from kafkapipe.download.classify import parse_retry_after
 from kafkapipe.errors import AuthError, ConfigError, PermanentError, PipelineError, TransientError
 from kafkapipe.log import redact_url
 from kafkapipe.storage.base import BlobWriter, Storage
@@ -122,11 +123,7 @@ def _classify(status: int, code: str, message: str, retry_after: float | None) -
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
+    return parse_retry_after(response.headers.get("Retry-After"))
 
 
 # ------------------------------------------------------------------------- Shared Key

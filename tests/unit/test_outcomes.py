@@ -52,3 +52,15 @@ def test_circuit_open_does_not_use_an_attempt():
     _, routed = outcomes().circuit_open(task(1), ErrorInfo("circuit_open", "open"), 0.0)
     assert routed.topic == "attachments.downloads.retry.5m"
     assert orjson.loads(routed.value)["retry_count"] == 1
+
+
+def test_a_long_retry_after_goes_to_the_topic_whose_delay_covers_it():
+    topics = TopicsConfig(retry_delays=["5m", "10m", "20m", "40m"])
+    out = Outcomes(topics, "download", rand=lambda: 0.0, clock=lambda: 0.0)
+    _, routed = out.transient(task(0), ErrorInfo("transient", "429"), 0.0, 429, 900.0)
+    assert routed.topic == "attachments.downloads.retry.20m"
+    assert int(dict(routed.headers)["retry-at"]) == 1_200_000
+    assert orjson.loads(routed.value)["retry_count"] == 1, "still one attempt used"
+    _, routed = out.transient(task(0), ErrorInfo("transient", "429"), 0.0, 429, 7200.0)
+    assert routed.topic == "attachments.downloads.retry.40m"
+    assert int(dict(routed.headers)["retry-at"]) == 7_200_000, "never before Retry-After"
