@@ -9,20 +9,12 @@ import pytest
 
 from kafkapipe.config import SupervisorConfig
 from kafkapipe.errors import ConfigError
-from kafkapipe.supervisor import (
-    CrashReport,
-    Heartbeat,
-    RestartPolicy,
-    SlotView,
-    StageCount,
-    _Beat,
-    backoff_delay,
-    choose_metrics_dir,
-    parse_stages,
-    plan_stage,
-    prepare_metrics_dir,
-    status_line,
-)
+from kafkapipe.supervision.metricsdir import choose_metrics_dir, prepare_metrics_dir
+from kafkapipe.supervision.planning import SlotView, plan_stage
+from kafkapipe.supervision.restarts import RestartPolicy, backoff_delay
+from kafkapipe.supervision.slot import CrashReport, Heartbeat, HeartbeatThrottle
+from kafkapipe.supervision.status import StageCount, status_line
+from kafkapipe.supervisor import parse_stages
 
 
 # ------------------------------------------------------------------------------- backoff
@@ -228,7 +220,7 @@ def test_beat_is_rate_limited():
     heartbeat = Heartbeat()
     try:
         heartbeat.touch(1.0)
-        beat = _Beat(heartbeat, interval=3600.0)
+        beat = HeartbeatThrottle(heartbeat, interval=3600.0)
         beat()
         first = heartbeat.last_beat()
         assert first > 1.0

@@ -1,0 +1,106 @@
+"""Dead letters as the tool sees them: one decoded DLQ record, and which ones a command selects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from attrs import frozen
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+
+from kafkapipe.messages import FailedDownload, InvalidMessage, loads
+
+UNDECODABLE = "undecodable"
+
+
+@frozen
+class DeadLetter:
+    """One DLQ record; ``failed`` is None when it could not be decoded (``error`` says why)."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: str | None
+    headers: dict[str, str]
+    value: bytes | None
+    failed: FailedDownload | None
+    error: str | None = None
+
+    @property
+    def coordinate(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    @property
+    def task_id(self) -> str | None:
+        if self.failed is not None:
+            return self.failed.task.task_id
+        return self.key or self.headers.get("task_id")
+
+    @property
+    def category(self) -> str:
+        return self.failed.error_category if self.failed is not None else UNDECODABLE
+
+    @property
+    def message(self) -> str:
+        """The failure; for a raw entry, the reason its stage gave (header) before our decode error."""
+        if self.failed is not None:
+            return self.failed.error_message
+        return self.headers.get("error-message") or self.error or ""
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """When the record was written to the DLQ (its Kafka timestamp)."""
+        if self.timestamp_ms is None:
+            return None
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+
+    @property
+    def failed_at(self) -> datetime | None:
+        if self.failed is not None:
+            return self.failed.failed_at
+        return self.timestamp
+
+
+def decode(msg: Message) -> DeadLetter:
+    kind, stamp = msg.timestamp()
+    key = msg.key()
+    failed, error = None, None
+    try:
+        if msg.value() is None:
+            raise InvalidMessage("empty message (no value)")
+        failed = loads(msg.value(), FailedDownload)
+    except InvalidMessage as exc:
+        error = str(exc)
+    return DeadLetter(
+        partition=msg.partition(),
+        offset=msg.offset(),
+        timestamp_ms=stamp if kind != TIMESTAMP_NOT_AVAILABLE and stamp >= 0 else None,
+        key=key.decode("utf-8", "replace") if key is not None else None,
+        headers=_header_map(msg.headers()),
+        value=msg.value(),
+        failed=failed,
+        error=error,
+    )
+
+
+def _header_map(raw: list | None) -> dict[str, str]:
+    return {k: v.decode("utf-8", "replace") for k, v in raw or [] if isinstance(v, bytes)}
+
+
+def selector(
+    *,
+    task_ids: Iterable[str] | None = None,
+    category: str | None = None,
+    since: datetime | None = None,
+) -> Callable[[DeadLetter], bool]:
+    """Entries of these tasks, of this category, failed at or after ``since``; None means any."""
+    wanted = set(task_ids) if task_ids else None
+
+    def selected(entry: DeadLetter) -> bool:
+        if wanted is not None and entry.task_id not in wanted:
+            return False
+        if category is not None and entry.category != category:
+            return False
+        return since is None or (entry.failed_at is not None and entry.failed_at >= since)
+
+    return selected

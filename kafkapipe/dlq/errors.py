@@ -1,0 +1,13 @@
+"""How the tool fails: its two exceptions and the exit codes they become."""
+
+from __future__ import annotations
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class DlqError(Exception):
+    """A runtime failure of the tool (exit 1); the message says what and where."""
+
+
+class UsageError(Exception):
+    """Arguments that cannot work (exit 2)."""

@@ -1,0 +1,70 @@
+"""Producing a batch and learning, from delivery reports, which of its messages made it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from attrs import frozen
+from confluent_kafka import KafkaError, Message
+
+
+@frozen
+class Outgoing:
+    """One message to produce; ``ident`` names its delivery report."""
+
+    ident: str
+    topic: str
+    key: str
+    value: bytes
+    headers: list | None = None
+
+
+class Deliveries:
+    """Delivery reports by message id; a message without a report did not make it."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, tuple[KafkaError | None, str | None]] = {}
+
+    def callback(self, ident: str) -> Callable[[KafkaError | None, Message], None]:
+        def delivered(error: KafkaError | None, msg: Message) -> None:
+            where = None if error else f"{msg.topic()}:{msg.partition()}:{msg.offset()}"
+            self.reports[ident] = (error, where)
+
+        return delivered
+
+    def ok(self, ident: str) -> bool:
+        report = self.reports.get(ident)
+        return report is not None and report[0] is None
+
+    def error(self, ident: str) -> KafkaError | None:
+        return self.reports.get(ident, (None, None))[0]
+
+    def where(self, ident: str) -> str | None:
+        """``<topic>:<partition>:<offset>`` of a delivered message."""
+        return self.reports[ident][1]
+
+
+def deliver(producer: Any, messages: Iterable[Outgoing], timeout: float) -> Deliveries:
+    """Produce every message, then wait up to ``timeout`` + 5 s for the delivery reports."""
+    deliveries = Deliveries()
+    for message in messages:
+        _produce(producer, message, deliveries.callback(message.ident))
+        producer.poll(0)
+    producer.flush(timeout + 5)
+    return deliveries
+
+
+def _produce(producer: Any, message: Outgoing, on_delivery: Callable[[KafkaError | None, Message], None]) -> None:
+    while True:
+        try:
+            producer.produce(
+                message.topic,
+                key=message.key.encode(),
+                value=message.value,
+                headers=message.headers,
+                on_delivery=on_delivery,
+            )
+            return
+        except BufferError:  # the local queue is full: serve delivery reports to make room
+            producer.poll(0.1)
