@@ -204,6 +204,15 @@ class Pipeline:
         finally:
             probe.close()
 
+    def count(self, topic: str) -> int:
+        """Messages ever written to ``topic`` (sum of its partitions' high watermarks)."""
+        probe = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"count-{time.monotonic_ns()}"})
+        try:
+            parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
+            return sum(probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+        finally:
+            probe.close()
+
     def wait_caught_up(self, stage: str, topic: str, timeout: float = 60) -> None:
         wait_for(lambda: self.lag(stage, topic) == 0, timeout, f"{stage} to commit all of {topic}", interval=0.3)
 
