@@ -88,6 +88,7 @@ def _wait_http(url: str, timeout: float = 20) -> None:
 def static_server(root: Path) -> Iterator[tuple[str, int, str]]:
     """Serves ``root`` on 127.0.0.1; yields (base URL, port, "nginx" | "python http.server")."""
     port = free_port()
+    root.chmod(0o755)  # nginx's workers drop privileges; a private temp dir would answer 403
     with tempfile.TemporaryDirectory(prefix="kp-nginx-") as tmp:
         if have_nginx():
             conf = Path(tmp) / "nginx.conf"

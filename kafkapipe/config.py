@@ -177,7 +177,9 @@ class IngestStage:
 class DownloadStage:
     processes: int = field(default=2, validator=_non_negative)
     threads: int = field(default=16, validator=_positive)
-    # In-flight tasks per process before partitions are paused; 0 means 4 × threads.
+    # Tasks per process taken in before partitions are paused; 0 means 64 × threads. A waiting
+    # task costs only its message (~1 KiB), and every pause makes librdkafka drop and re-fetch
+    # its prefetched messages, so a small bound starves the threads.
     max_in_flight: int = field(default=0, validator=_non_negative)
 
 

@@ -40,7 +40,7 @@ class DownloadStage:
     def __init__(self, config: Config) -> None:
         settings = config.stages.download
         self.topics = [config.topics.pending]
-        self.max_in_flight = settings.max_in_flight or settings.threads * 4
+        self.max_in_flight = settings.max_in_flight or settings.threads * 64
         self.max_batch = self.max_in_flight
         self.storage = open_storage(config)
         self.fetcher = Fetcher(config.download)
