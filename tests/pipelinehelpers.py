@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -35,9 +36,14 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"no TOML form for {type(value).__name__}")
 
 
+def toml_key(key: str) -> str:
+    """Bare keys as they are; librdkafka's dotted names quoted."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
 def to_toml(data: dict[str, Any], prefix: str = "") -> str:
     """Enough TOML for test configs: scalars, lists, nested tables."""
-    scalars = [f"{k} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    scalars = [f"{toml_key(k)} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     out = []
     if prefix and (scalars or not any(isinstance(v, dict) for v in data.values())):
         out.append(f"[{prefix}]")

@@ -39,10 +39,8 @@ class DelayPipeline:
 
     def __init__(self, tmp_path, bootstrap: str, admin, name: str, stages: dict | None = None,
                  consumer: dict | None = None) -> None:
-        self.pipe = Pipeline(tmp_path, bootstrap, name, 443, {"stages": {"delay": stages or {}}})
-        if consumer:  # librdkafka keys contain dots: quote them (the helper's TOML writer does not)
-            extra = "".join(f"{json.dumps(k)} = {json.dumps(v)}\n" for k, v in consumer.items())
-            self.pipe.config_path.write_text(self.pipe.config_path.read_text() + "[kafka.consumer]\n" + extra)
+        overrides = {"stages": {"delay": stages or {}}, "kafka": {"consumer": consumer or {}}}
+        self.pipe = Pipeline(tmp_path, bootstrap, name, 443, overrides)
         self.pipe.create_topics(admin)
         self.bootstrap = bootstrap
         self.config: Config = from_mapping(self.pipe.data, source="test")

@@ -81,6 +81,9 @@ def test_the_same_events_twice_give_no_second_file_or_row(pipeline, fault_server
     tasks = pipeline.read_topic(pipeline.topics["pending"], 2 * len(digests))
     ids = [header_map(m.headers())["task_id"] for m in tasks]
     assert sorted(set(ids)) == sorted(first) and len(ids) == 2 * len(first)
+    # Downloads commit pending only after their results are acknowledged, so once both groups
+    # are caught up every second-delivery result is in the inventory.
+    pipeline.wait_caught_up("download", pipeline.topics["pending"], timeout=120)
     pipeline.wait_caught_up("results", pipeline.topics["results"], timeout=120)
 
     rows = {r["task_id"]: r for r in pipeline.rows()}
