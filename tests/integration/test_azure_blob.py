@@ -30,6 +30,7 @@ import pytest
 from kafkapipe.config import AzureBlobConfig, CredentialConfig
 from kafkapipe.errors import AuthError, ErrorCategory, PermanentError, category_of
 from kafkapipe.storage.azure_blob import AzureBlobStorage
+from tests.integration.httpfaults import TestCA
 
 ROOT = Path(__file__).resolve().parents[2]
 # Azurite's development account key, published in Azurite's README (not a secret).
@@ -398,37 +399,6 @@ def _azurite_blob_binary() -> Path:
     return found[-1]
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture(scope="module")
 def azurite_oauth(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """A second Azurite over HTTPS with `--oauth basic` (checks aud/iss/nbf/exp, not signatures).
@@ -440,7 +410,7 @@ def azurite_oauth(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     from kafkahelpers import wait_for
 
     directory = tmp_path_factory.mktemp("azurite-oauth")
-    cert, key = _self_signed(directory)
+    tls = TestCA.create(directory)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -448,7 +418,7 @@ def azurite_oauth(tmp_path_factory) -> Iterator[tuple[str, Path]]:
         proc = subprocess.Popen(
             [str(_azurite_blob_binary()), "--blobHost", "127.0.0.1", "--blobPort", str(port),
              "--location", str(directory / "data"), "--silent", "--skipApiVersionCheck", "--loose",
-             "--disableTelemetry", "--oauth", "basic", "--cert", str(cert), "--key", str(key)],
+             "--disableTelemetry", "--oauth", "basic", "--cert", str(tls.cert_path), "--key", str(tls.key_path)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     endpoint = f"https://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
@@ -461,7 +431,7 @@ def azurite_oauth(tmp_path_factory) -> Iterator[tuple[str, Path]]:
 
     try:
         wait_for(answers, 60, "azurite with --oauth basic to listen")
-        yield endpoint, cert
+        yield endpoint, tls.ca_path
     finally:
         proc.terminate()
         try:
