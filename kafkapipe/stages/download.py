@@ -43,6 +43,10 @@ class DownloadStage:
         self.max_in_flight = settings.max_in_flight or settings.threads * 64
         self.max_batch = self.max_in_flight
         self.storage = open_storage(config)
+        # Twice the longest a download may take: no live writer can own what is older.
+        swept = self.storage.sweep(2 * config.download.total_timeout)
+        if swept:
+            log.info("removed %d temp file(s) left by interrupted downloads", swept)
         self.fetcher = Fetcher(config.download)
         self.outcomes = Outcomes(config.topics, stage=self.name)
         self.dlq_topic = config.topics.dlq

@@ -52,5 +52,12 @@ class Storage(abc.ABC):
     def describe(self, blob_path: str) -> str:
         """Where ``blob_path`` lives, for logs and the CLI (no secrets)."""
 
+    def sweep(self, older_than: float) -> int:
+        """Remove leftovers of writers that died more than ``older_than`` seconds ago.
+
+        Backends whose uncommitted data expires by itself (Azure Blob) keep this default.
+        """
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; default does nothing."""

@@ -1,13 +1,23 @@
-"""Local disk storage: temp file in the target directory, fsync, ``os.replace``."""
+"""Local disk storage: temp file under ``<root>/.incoming``, fsync, ``os.replace``.
+
+Bodies are written to ``.incoming`` (same filesystem, so the final rename is atomic) and
+published under their final name only when complete. A process killed mid-download leaves
+its temp file there, never beside the published files; :meth:`LocalStorage.sweep` removes
+those once they are older than any live download can be.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from kafkapipe.errors import AuthError, PermanentError, TransientError
 from kafkapipe.storage.base import BlobWriter, Storage
+
+INCOMING = ".incoming"
+TEMP_PREFIX = ".tmp-"
 
 
 def _classify_os_error(exc: OSError, where: str) -> Exception:
@@ -21,13 +31,12 @@ def _classify_os_error(exc: OSError, where: str) -> Exception:
 
 
 class LocalWriter(BlobWriter):
-    # Temp names start with ".tmp-" in the final directory: same filesystem for the
-    # rename, and no reader ever mistakes them for a published attachment.
-    def __init__(self, final: Path) -> None:
+    def __init__(self, final: Path, incoming: Path) -> None:
         self._final = final
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
+            incoming.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=incoming)
         except OSError as exc:
             raise _classify_os_error(exc, str(final.parent)) from None
         self._tmp = Path(tmp)
@@ -70,12 +79,34 @@ class LocalWriter(BlobWriter):
 class LocalStorage(Storage):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self.incoming = self.root / INCOMING
 
     def _path(self, blob_path: str) -> Path:
         return self.root / blob_path
 
     def open_writer(self, blob_path: str) -> LocalWriter:
-        return LocalWriter(self._path(blob_path))
+        return LocalWriter(self._path(blob_path), self.incoming)
+
+    def sweep(self, older_than: float) -> int:
+        """Remove temp files untouched for ``older_than`` seconds; returns how many.
+
+        Every download is cut off at ``download.total_timeout``, so a temp file older than that
+        belongs to a process that died; other processes sharing the root are never disturbed.
+        """
+        cutoff = time.time() - older_than
+        removed = 0
+        try:
+            entries = list(os.scandir(self.incoming))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if entry.name.startswith(TEMP_PREFIX) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:  # another process swept it first
+                continue
+        return removed
 
     def exists(self, blob_path: str) -> bool:
         return self._path(blob_path).is_file()

@@ -56,7 +56,7 @@ def assert_stored_exactly(pipe, digests):
         assert row["sha256"] == digests[row["attachment_url"]]
         stored = pipe.storage_root / row["blob_path"]
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == row["sha256"]
-    visible = [p for p in pipe.stored_files() if not p.name.startswith(".tmp-")]
+    visible = [p for p in pipe.stored_files() if ".incoming" not in p.parts]
     assert len(visible) == len(digests), "one file per task, no strays"
 
 
@@ -66,7 +66,7 @@ def test_300_events_end_in_the_inventory_with_matching_files(pipeline, fault_ser
     pipeline.produce(events)
     pipeline.wait_rows(len(digests), status="success", timeout=240)
     assert_stored_exactly(pipeline, digests)
-    assert [p for p in pipeline.stored_files() if p.name.startswith(".tmp-")] == []
+    assert [p for p in pipeline.stored_files() if ".incoming" in p.parts] == []
 
 
 def test_the_same_events_twice_give_no_second_file_or_row(pipeline, fault_server):
