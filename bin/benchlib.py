@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -36,13 +37,22 @@ def ensure_broker(state: Path) -> str:
     raise SystemExit(f"kafka-local printed no bootstrap: {out}")
 
 
-def have_nginx() -> bool:
-    if shutil.which("nginx") or Path("/usr/sbin/nginx").exists():
-        return True
-    print("installing nginx-light (Debian) for a static file server …", file=sys.stderr)
-    subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-    done = subprocess.run(["apt-get", "install", "-y", "-qq", "nginx-light"], capture_output=True)
-    return done.returncode == 0
+def find_nginx(install: bool) -> tuple[str | None, str]:
+    """The nginx binary (installing Debian's nginx-light when allowed), or None and why not."""
+    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
+    if found or not install:
+        return found, "" if found else "nginx not installed"
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return None, "nginx not installed and apt-get not usable here"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install_cmd = ["apt-get", "install", "-y", "-q", "nginx-light"]
+    print("installing nginx-light with apt-get …", file=sys.stderr, flush=True)
+    if subprocess.run(install_cmd, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        if subprocess.run(install_cmd, env=env, capture_output=True).returncode != 0:
+            return None, "apt-get install nginx-light failed"
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    return found, "" if found else "nginx-light installed but no nginx binary found"
 
 
 NGINX_CONF = """
@@ -90,14 +100,14 @@ def static_server(root: Path) -> Iterator[tuple[str, int, str]]:
     port = free_port()
     root.chmod(0o755)  # nginx's workers drop privileges; a private temp dir would answer 403
     with tempfile.TemporaryDirectory(prefix="kp-nginx-") as tmp:
-        if have_nginx():
+        nginx, why = find_nginx(install=True)
+        if nginx:
             conf = Path(tmp) / "nginx.conf"
             conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, root=root))
-            nginx = shutil.which("nginx") or "/usr/sbin/nginx"
             cmd, kind = [nginx, "-c", str(conf), "-p", tmp], "nginx"
         else:
             cmd = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)]
-            kind = "python http.server (nginx unavailable: the server may be the bottleneck)"
+            kind = f"python http.server ({why}: the server may be the bottleneck)"
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             _wait_http(f"http://127.0.0.1:{port}/")

@@ -37,6 +37,13 @@ class CircuitState(enum.IntEnum):
     OPEN = 2
 
 
+def _check_settings(failure_threshold: int, reset_timeout: float) -> None:
+    if failure_threshold < 1:
+        raise ValueError("failure_threshold must be >= 1")
+    if reset_timeout <= 0:
+        raise ValueError("reset_timeout must be > 0")
+
+
 class CircuitBreaker:
     """One host's circuit; thread-safe.
 
@@ -53,10 +60,7 @@ class CircuitBreaker:
         clock: Callable[[], float] = time.monotonic,
         host: str = "",
     ) -> None:
-        if failure_threshold < 1:
-            raise ValueError("failure_threshold must be >= 1")
-        if reset_timeout <= 0:
-            raise ValueError("reset_timeout must be > 0")
+        _check_settings(failure_threshold, reset_timeout)
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
         self.host = host
@@ -149,10 +153,7 @@ class CircuitBreakers:
         clock: Callable[[], float] = time.monotonic,
         max_hosts: int = 10_000,
     ) -> None:
-        if failure_threshold < 1:
-            raise ValueError("failure_threshold must be >= 1")
-        if reset_timeout <= 0:
-            raise ValueError("reset_timeout must be > 0")
+        _check_settings(failure_threshold, reset_timeout)
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
         self.max_hosts = max_hosts

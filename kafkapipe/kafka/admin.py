@@ -8,7 +8,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 
 from kafkapipe.config import Config
-from kafkapipe.dlq import replay_log_topic
+from kafkapipe.dlq import replay_log_spec
 from kafkapipe.kafka.clients import make_admin
 
 log = logging.getLogger(__name__)
@@ -22,15 +22,7 @@ def create_topics(config: Config, timeout: float = 30.0) -> dict[str, str]:
         NewTopic(name, num_partitions=topics.partitions, replication_factor=topics.replication_factor)
         for name in topics.all
     ]
-    # The replay log of `kafkapipe dlq replay`: compacted, one partition.
-    wanted.append(
-        NewTopic(
-            replay_log_topic(config),
-            num_partitions=1,
-            replication_factor=topics.replication_factor,
-            config={"cleanup.policy": "compact"},
-        )
-    )
+    wanted.append(replay_log_spec(config))  # the replay log of `kafkapipe dlq replay`
     outcome: dict[str, str] = {}
     for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
         try:
