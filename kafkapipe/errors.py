@@ -18,6 +18,7 @@ class ErrorCategory(enum.StrEnum):
     AUTH = "auth"
     CIRCUIT_OPEN = "circuit_open"
     EXPIRED = "expired"
+    STORAGE = "storage"
 
 
 class PipelineError(Exception):
@@ -68,6 +69,17 @@ class AuthError(PipelineError):
 
 class CircuitOpenError(PipelineError):
     category = ErrorCategory.CIRCUIT_OPEN
+
+
+class StorageUnavailableError(PipelineError):
+    """Our own storage cannot take the write (disk full, read-only, service busy, container missing).
+
+    Says nothing about the task or its source host: like :class:`AuthError` it holds the stage and
+    the same task is tried again once storage is back; it never dead-letters and never counts
+    against the source host's circuit.
+    """
+
+    category = ErrorCategory.STORAGE
 
 
 class ConfigError(Exception):
