@@ -37,6 +37,8 @@ _TOKEN_KINDS = ("service_principal", "managed_identity", "azure_cli", "unsecured
 _TOKENISH = re.compile(r"[A-Za-z0-9+/=_%]{32,}")
 _MAX_REASON = 300
 _MI_SECRET_ENV = ("IDENTITY_HEADER", "MSI_SECRET")
+# msal computes the SHA-256 thumbprint (x5t#S256) from a PEM certificate only from 1.35 on.
+MSAL_FOR_CERTIFICATES = (1, 35)
 
 
 @attrs.frozen
@@ -186,7 +188,13 @@ def _expiry(result: dict[str, Any], now: float) -> float:
 # ------------------------------------------------------------------------- service principal
 @attrs.frozen
 class CertificateSource:
-    """A PEM file holding the private key and (for the SHA-256 thumbprint) the certificate."""
+    """A PEM file holding the private key and the certificate.
+
+    msal (1.35 and later) computes the SHA-256 thumbprint (``x5t#S256``) from the certificate
+    and sends the certificate itself (``x5c``) in every client assertion, which subject-name /
+    issuer authentication needs. ``thumbprint`` is the legacy SHA-1 one, for a file that holds
+    only the key.
+    """
 
     where: str
     path: str
@@ -210,22 +218,25 @@ class CertificateSource:
                 f"{key}: file {self.path} holds no unencrypted PEM private key "
                 "(export it with 'openssl pkcs12 -nodes')"
             ) from None
-        pem_key = private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode("ascii")
-        if self.thumbprint:
-            return {"private_key": pem_key, "thumbprint": self.thumbprint.replace(":", "").lower()}
+        credential = {
+            "private_key": private_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode("ascii")
+        }
         try:
             cert = x509.load_pem_x509_certificate(_pem_blocks(data, b"CERTIFICATE"))
         except ValueError:
+            cert = None
+        if cert is not None:
+            credential["public_certificate"] = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+        if self.thumbprint:
+            credential["thumbprint"] = self.thumbprint.replace(":", "").lower()
+        elif cert is None:
             raise AuthError(
                 f"{key}: file {self.path} holds no PEM certificate; add it to the file or set "
                 f"{self.where}.certificate_thumbprint"
-            ) from None
-        return {
-            "private_key": pem_key,
-            "public_certificate": cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-        }
+            )
+        return credential
 
 
 def _pem_blocks(data: bytes, label: bytes) -> bytes:
@@ -283,6 +294,9 @@ class ServicePrincipalCredential:
                     client_credential=credential,
                     authority=self.authority,
                     http_client=self._http_client,
+                    # The authority is the operator's choice; asking login.microsoftonline.com
+                    # whether it knows a sovereign or private host adds nothing but a request.
+                    instance_discovery=False,
                 )
             except requests.RequestException as exc:
                 raise _request_failure(self.kind, self.authority, exc) from None
@@ -582,6 +596,22 @@ def credential_from_config(
     raise ConfigError(f"{where}.kind: unknown credential kind {kind!r}")
 
 
+def msal_version() -> tuple[int, ...]:
+    from importlib.metadata import version
+
+    return tuple(int(p) for p in re.findall(r"\d+", version("msal"))[:2])
+
+
+def _require_msal(floor: tuple[int, int], key: str) -> None:
+    """Refuse at start-up an msal that would fail at the first token."""
+    found = msal_version()
+    if found < floor:
+        raise ConfigError(
+            f"{key}: needs msal >= {'.'.join(map(str, floor))} (installed: {'.'.join(map(str, found))}); "
+            "reinstall kafkapipe to upgrade it"
+        )
+
+
 def _service_principal(
     config: CredentialConfig, where: str, http_client: requests.Session | None
 ) -> ServicePrincipalCredential:
@@ -601,6 +631,8 @@ def _service_principal(
     if secret is not None:
         _check_readable(secret)
     else:
+        if not certificate.thumbprint:
+            _require_msal(MSAL_FOR_CERTIFICATES, f"{where}.certificate_file")
         try:
             certificate.load()
         except AuthError as exc:
