@@ -28,6 +28,7 @@ from urllib.parse import quote
 import attrs
 import requests
 
+from kafkapipe.auth.http import RetryingSession, default_http_client
 from kafkapipe.config import CredentialConfig
 from kafkapipe.errors import AuthError, ConfigError
 
@@ -143,23 +144,6 @@ def _check_readable(source: SecretSource) -> None:
         source.read()
     except AuthError as exc:
         raise ConfigError(exc.message) from None
-
-
-# -------------------------------------------------------------------------- HTTP for msal
-class _TimeoutSession(requests.Session):
-    """A Session that never waits forever: msal passes no timeout of its own."""
-
-    def __init__(self, timeout: tuple[float, float]) -> None:
-        super().__init__()
-        self._timeout = timeout
-
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self._timeout)
-        return super().request(method, url, *args, **kwargs)
-
-
-def default_http_client(timeout: tuple[float, float] = (5.0, 30.0)) -> requests.Session:
-    return _TimeoutSession(timeout)
 
 
 def _first_line(text: str) -> str:
@@ -333,13 +317,18 @@ def scope_to_resource(scope: str) -> str:
 
 
 class ManagedIdentityCredential:
-    """The identity of the VM / App Service / AKS pod, via msal's ManagedIdentityClient."""
+    """The identity of the VM / App Service / Arc machine, via msal's ManagedIdentityClient.
+
+    The endpoint's 404, 410, 429 and 5xx replies are retried with exponential backoff for up to
+    70 s (:class:`~kafkapipe.auth.http.RetryingSession`) before the failure becomes an ``auth``
+    hold. AKS pods use :class:`WorkloadIdentityCredential`.
+    """
 
     kind = "managed_identity"
 
     def __init__(self, client_id: str = "", *, http_client: requests.Session | None = None) -> None:
         self.client_id = client_id
-        self._http_client = http_client or default_http_client((2.0, 30.0))
+        self._http_client = http_client or RetryingSession((2.0, 30.0))
         self._lock = threading.Lock()
         self._client: Any = None
 

@@ -34,12 +34,14 @@ from kafkapipe.auth.credentials import (
     AccessToken,
     AzureCliCredential,
     CredentialError,
+    ManagedIdentityCredential,
     SecretSource,
     UnsecuredJwtCredential,
     credential_from_config,
     parse_cli_token,
     redact,
 )
+from kafkapipe.auth.http import RetryingSession
 from kafkapipe.auth.kafka_oauth import make_oauth_cb
 from kafkapipe.config import AzureBlobConfig, CredentialConfig, OAuthConfig
 from kafkapipe.errors import (
@@ -747,6 +749,81 @@ def test_managed_identity_via_imds(server, monkeypatch):
     assert request["path"].startswith("/metadata/identity/oauth2/token?")
     assert "resource=https%3A%2F%2Fstorage.azure.com" in request["path"] and "client_id=uami-1" in request["path"]
     assert request["headers"]["Metadata"] == "true"
+
+
+class FakeTime:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _imds_on(server: FakeServer, monkeypatch) -> None:
+    for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", server.url)
+
+
+def _scripted(server: FakeServer, replies: list[tuple[int, dict]]) -> None:
+    script = iter(replies)
+
+    def reply(h):
+        status, headers = next(script, (200, {}))
+        body = {"access_token": "mi-after-retries", "expires_in": "3599"} if status == 200 else {
+            "error": "unavailable", "error_description": f"status {status}"}
+        return status, headers, json.dumps(body).encode()
+
+    server.reply = reply
+
+
+def test_managed_identity_retries_429_and_410_with_exponential_backoff(server, monkeypatch):
+    _imds_on(server, monkeypatch)
+    _scripted(server, [(429, {}), (410, {}), (410, {}), (410, {})])
+    fake = FakeTime()
+    session = RetryingSession((2.0, 5.0), sleep=fake.sleep, clock=fake.clock)
+    cred = ManagedIdentityCredential("uami-1", http_client=session)
+    assert cred.get_token(STORAGE).token == "mi-after-retries"
+    assert len(server.requests) == 5
+    assert fake.sleeps == [1.0, 2.0, 4.0, 8.0]
+
+
+def test_managed_identity_honours_retry_after_and_gives_up_within_70_seconds(server, monkeypatch):
+    _imds_on(server, monkeypatch)
+    _scripted(server, [(429, {"Retry-After": "7"})] + [(503, {})] * 100)
+    fake = FakeTime()
+    cred = ManagedIdentityCredential("", http_client=RetryingSession((2.0, 5.0), sleep=fake.sleep, clock=fake.clock))
+    with pytest.raises(AuthError) as info:
+        cred.get_token(STORAGE)
+    assert "managed_identity (system-assigned)" in str(info.value)
+    assert fake.sleeps[0] == 7.0, "Retry-After longer than the backoff wins"
+    assert fake.sleeps[1:3] == [2.0, 4.0]
+    assert sum(fake.sleeps) <= 70.0 and sum(fake.sleeps) + 30.0 > 70.0, "the budget was used, not exceeded"
+    assert len(server.requests) == len(fake.sleeps) + 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 403])
+def test_managed_identity_does_not_retry_what_retrying_cannot_fix(server, monkeypatch, status):
+    _imds_on(server, monkeypatch)
+    _scripted(server, [(status, {})])
+    fake = FakeTime()
+    cred = ManagedIdentityCredential("", http_client=RetryingSession((2.0, 5.0), sleep=fake.sleep, clock=fake.clock))
+    with pytest.raises(AuthError):
+        cred.get_token(STORAGE)
+    assert fake.sleeps == [] and len(server.requests) == 1
+
+
+def test_managed_identity_retries_by_default():
+    cred = credential_from_config(CredentialConfig(kind="managed_identity"), "x")
+    assert isinstance(cred._http_client, RetryingSession)
+    assert cred._http_client.policy.budget == 70.0
 
 
 # ------------------------------------------------------------------------------ the canary
