@@ -33,7 +33,8 @@ from kafkapipe.config import CredentialConfig
 from kafkapipe.errors import AuthError, ConfigError
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
-_TOKEN_KINDS = ("service_principal", "managed_identity", "azure_cli", "unsecured_jwt")
+_TOKEN_KINDS = ("service_principal", "managed_identity", "workload_identity", "azure_cli", "unsecured_jwt")
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 # Runs of token/key/signature alphabet this long are never useful in an error message.
 _TOKENISH = re.compile(r"[A-Za-z0-9+/=_%]{32,}")
 _MAX_REASON = 300
@@ -260,18 +261,23 @@ class ServicePrincipalCredential:
     def known_secrets(self) -> tuple[str, ...]:
         return self._known
 
+    def _client_credential(self) -> Any:
+        """What msal gets as ``client_credential``; remembers the secrets it holds for redaction."""
+        if self._secret is not None:
+            secret = self._secret.read()
+            self._known = (secret,)
+            return secret
+        credential = self._certificate.load()
+        self._known = (credential["private_key"],)
+        return credential
+
     def _application(self) -> Any:
         import msal
 
         with self._lock:
             if self._app is not None:
                 return self._app
-            if self._secret is not None:
-                credential: Any = self._secret.read()
-                self._known = (credential,)
-            else:
-                credential = self._certificate.load()
-                self._known = (credential["private_key"],)
+            credential = self._client_credential()
             try:
                 self._app = msal.ConfidentialClientApplication(
                     self.client_id,
@@ -308,6 +314,69 @@ class ServicePrincipalCredential:
             with self._lock:  # rebuild (and re-read the secret) next time: it may have been rotated
                 self._app = None
         raise _msal_failure(f"{self.kind} (client_id {self.client_id})", result, self._known) from None
+
+
+# ------------------------------------------------------------------------- workload identity
+class WorkloadIdentityCredential(ServicePrincipalCredential):
+    """AKS workload identity: the pod's projected service-account token as a client assertion.
+
+    The file rotates (kubelet renews it well before it expires), so msal gets a callable that
+    reads it again for every token request rather than the content read once.
+    """
+
+    kind = "workload_identity"
+
+    def __init__(
+        self,
+        tenant_id: str,
+        client_id: str,
+        token_file: SecretSource,
+        *,
+        authority_host: str = "https://login.microsoftonline.com",
+        http_client: requests.Session | None = None,
+    ) -> None:
+        super().__init__(
+            tenant_id, client_id, secret=token_file, authority_host=authority_host, http_client=http_client
+        )
+
+    def _client_credential(self) -> Any:
+        return {"client_assertion": self._assertion}
+
+    def _assertion(self) -> str:
+        assertion = self._secret.read()
+        self._known = (assertion,)
+        return assertion
+
+
+WORKLOAD_IDENTITY_ENV = {
+    "tenant_id": "AZURE_TENANT_ID",
+    "client_id": "AZURE_CLIENT_ID",
+    "federated_token_file": "AZURE_FEDERATED_TOKEN_FILE",
+}
+
+
+def _workload_identity(
+    config: CredentialConfig, where: str, http_client: requests.Session | None
+) -> WorkloadIdentityCredential:
+    """Empty keys take what the AKS workload identity webhook puts in the pod's environment."""
+    values = {
+        key: getattr(config, key) or os.environ.get(env, "").strip() for key, env in WORKLOAD_IDENTITY_ENV.items()
+    }
+    missing = [f"{where}.{key} (or ${WORKLOAD_IDENTITY_ENV[key]})" for key, value in values.items() if not value]
+    if missing:
+        raise ConfigError(f"{where}: kind workload_identity needs {', '.join(missing)}")
+    authority_host = config.authority_host
+    if authority_host == DEFAULT_AUTHORITY_HOST:
+        authority_host = os.environ.get("AZURE_AUTHORITY_HOST", "").strip() or authority_host
+    token_file = SecretSource(where, "federated_token", path=values["federated_token_file"])
+    _check_readable(token_file)
+    return WorkloadIdentityCredential(
+        values["tenant_id"],
+        values["client_id"],
+        token_file,
+        authority_host=authority_host,
+        http_client=http_client,
+    )
 
 
 # -------------------------------------------------------------------------- managed identity
@@ -563,6 +632,8 @@ def credential_from_config(
         return _service_principal(config, where, http_client)
     if kind == "managed_identity":
         return ManagedIdentityCredential(config.client_id, http_client=http_client)
+    if kind == "workload_identity":
+        return _workload_identity(config, where, http_client)
     if kind == "azure_cli":
         return AzureCliCredential(config.tenant_id)
     if kind == "unsecured_jwt":

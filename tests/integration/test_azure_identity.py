@@ -144,3 +144,69 @@ def test_an_msal_too_old_for_sha256_thumbprints_is_refused_at_start(tmp_path, mo
 
 def test_installed_msal_meets_the_floor():
     assert credmod.msal_version() >= credmod.MSAL_FOR_CERTIFICATES
+
+
+# ------------------------------------------------------------------------ workload identity
+@pytest.fixture
+def aks_env(monkeypatch):
+    for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_workload_identity_sends_the_token_file_as_it_is_now(entra, tmp_path, aks_env):
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text("eyJhbGciOiJSUzI1NiJ9.first-projection.sig\n")
+    # What the AKS webhook injects into the pod.
+    aks_env.setenv("AZURE_TENANT_ID", "tenant-aks")
+    aks_env.setenv("AZURE_CLIENT_ID", "app-aks")
+    aks_env.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
+    aks_env.setenv("AZURE_AUTHORITY_HOST", entra.url + "/")
+    credential = credential_from_config(CredentialConfig(kind="workload_identity"), "kafka.oauth.credential")
+    assert credential.get_token(STORAGE).token == "entra-token"
+
+    first = entra.posts()[-1]
+    assert first["_path"] == "/tenant-aks/oauth2/v2.0/token"
+    assert first["client_id"] == "app-aks" and first["client_assertion_type"] == ASSERTION_TYPE
+    assert first["client_assertion"] == "eyJhbGciOiJSUzI1NiJ9.first-projection.sig"
+    assert "client_secret" not in first
+
+    token_file.write_text("eyJhbGciOiJSUzI1NiJ9.rotated-projection.sig\n")  # kubelet rotates it
+    credential.get_token("https://claims-events.servicebus.windows.net/.default")
+    assert entra.posts()[-1]["client_assertion"] == "eyJhbGciOiJSUzI1NiJ9.rotated-projection.sig"
+
+
+def test_workload_identity_configuration_wins_over_the_environment(entra, tmp_path, aks_env):
+    token_file = tmp_path / "token"
+    token_file.write_text("configured-assertion")
+    aks_env.setenv("AZURE_TENANT_ID", "tenant-from-env")
+    aks_env.setenv("AZURE_CLIENT_ID", "app-from-env")
+    aks_env.setenv("AZURE_FEDERATED_TOKEN_FILE", str(tmp_path / "absent"))
+    aks_env.setenv("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.invalid")
+    config = CredentialConfig(
+        kind="workload_identity",
+        tenant_id="tenant-cfg",
+        client_id="app-cfg",
+        federated_token_file=str(token_file),
+        authority_host=entra.url,
+    )
+    credential_from_config(config, "storage.azure.credential").get_token(STORAGE)
+    post = entra.posts()[-1]
+    assert post["_path"] == "/tenant-cfg/oauth2/v2.0/token" and post["client_id"] == "app-cfg"
+    assert post["client_assertion"] == "configured-assertion"
+
+
+def test_workload_identity_token_file_vanishing_is_an_auth_error_naming_the_key(entra, tmp_path, aks_env):
+    from kafkapipe.errors import AuthError
+
+    token_file = tmp_path / "token"
+    token_file.write_text("assertion")
+    config = CredentialConfig(
+        kind="workload_identity", tenant_id="t", client_id="c", federated_token_file=str(token_file),
+        authority_host=entra.url,
+    )  # fmt: skip
+    credential = credential_from_config(config, "storage.azure.credential")
+    token_file.unlink()
+    with pytest.raises(AuthError, match=r"storage\.azure\.credential\.federated_token_file: file .* does not exist"):
+        credential.get_token(STORAGE)
+    assert entra.posts() == [], "nothing is sent without an assertion"

@@ -1147,3 +1147,57 @@ def test_a_failing_credential_is_not_hammered_by_every_write(tmp_path, monkeypat
             writer.commit()
     assert counter.read_text() == "x"  # one attempt; the others got the same error during the backoff
     assert server.requests == []
+
+
+# ------------------------------------------------------------------------ workload identity
+def test_workload_identity_names_every_missing_setting(monkeypatch):
+    for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_CLIENT_ID", "app-from-env")
+    with pytest.raises(ConfigError) as info:
+        credential_from_config(CredentialConfig(kind="workload_identity"), "kafka.oauth.credential")
+    assert str(info.value) == (
+        "kafka.oauth.credential: kind workload_identity needs kafka.oauth.credential.tenant_id "
+        "(or $AZURE_TENANT_ID), kafka.oauth.credential.federated_token_file (or $AZURE_FEDERATED_TOKEN_FILE)"
+    )
+
+
+def test_workload_identity_unreadable_token_file_fails_at_start(tmp_path, monkeypatch):
+    monkeypatch.delenv("AZURE_FEDERATED_TOKEN_FILE", raising=False)
+    config = CredentialConfig(
+        kind="workload_identity", tenant_id="t", client_id="c", federated_token_file=str(tmp_path / "absent")
+    )
+    with pytest.raises(ConfigError, match=r"storage\.azure\.credential\.federated_token_file: file .* does not exist"):
+        credential_from_config(config, "storage.azure.credential")
+
+
+@pytest.mark.parametrize(
+    ("use", "kind", "accepted"),
+    [
+        ("kafka", "workload_identity", True),
+        ("storage", "workload_identity", True),
+        ("kafka", "sas", False),
+        ("kafka", "shared_key", False),
+        ("storage", "unsecured_jwt", False),
+    ],
+)
+def test_credential_kinds_per_use(tmp_path, monkeypatch, use, kind, accepted):
+    token = _write(tmp_path / "token", "assertion")
+    credential = CredentialConfig(
+        kind=kind, tenant_id="t", client_id="c", federated_token_file=str(token), account_key_env="KP_NONE",
+        sas_token_env="KP_NONE",
+    )  # fmt: skip
+    monkeypatch.delenv("KP_NONE", raising=False)
+
+    def build():
+        if use == "kafka":
+            return make_oauth_cb(OAuthConfig(scope="https://ns.servicebus.windows.net/.default", credential=credential))
+        return AzureBlobStorage.from_config(
+            AzureBlobConfig(account_url="https://a.blob.core.windows.net", container="c", credential=credential)
+        )
+
+    if accepted:
+        build()
+    else:
+        with pytest.raises(ConfigError, match=rf"{kind} cannot authenticate to .*workload_identity"):
+            build()
