@@ -1054,6 +1054,13 @@ def test_documented_examples_load_and_build(name, monkeypatch):
         assert settings["oauth_cb"].token_cache.scope == "https://claims-events.servicebus.windows.net/.default"
 
 
+def test_onelake_example_tells_the_operator_what_real_onelake_needs():
+    text = " ".join((EXAMPLES / "storage-onelake-managed-identity.toml").read_text().replace("#", " ").split())
+    assert "Users can access data stored in OneLake with apps external to Fabric" in text
+    assert "OneLake SAS tokens exist too (preview)" in text and "at most one hour" in text
+    assert "nor SAS" not in text
+
+
 # ------------------------------------------------------------------ storage request handling
 def _storage(server: FakeServer, monkeypatch, **kwargs) -> AzureBlobStorage:
     monkeypatch.setenv("KP_TEST_KEY", base64.b64encode(b"k" * 64).decode())
