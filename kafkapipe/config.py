@@ -80,21 +80,27 @@ def _host_port(instance: Any, attribute: attrs.Attribute, value: str) -> None:
         raise ValueError(f"{attribute.name} must be HOST:PORT, got {value!r}")
 
 
+# Which credential kinds each use accepts: the one table both storage and Kafka consult.
+CREDENTIAL_KINDS = {
+    "storage": ("shared_key", "sas", "service_principal", "managed_identity", "workload_identity", "azure_cli"),
+    "kafka": ("service_principal", "managed_identity", "workload_identity", "azure_cli", "unsecured_jwt"),
+}
+
+
 @frozen
 class CredentialConfig:
     """Where a token or key comes from (storage and Kafka OAUTHBEARER).
 
     kinds: ``service_principal`` (secret or certificate), ``managed_identity``,
-    ``azure_cli``, ``shared_key`` and ``sas`` (storage only), ``unsecured_jwt``
-    (local development brokers only: an unsigned token Kafka's default
-    validator accepts).
+    ``workload_identity`` (AKS pods: a federated token file), ``azure_cli``,
+    ``shared_key`` and ``sas`` (storage only), ``unsecured_jwt`` (local
+    development brokers only: an unsigned token Kafka's default validator
+    accepts). :data:`CREDENTIAL_KINDS` says which use takes which.
     """
 
     kind: str = field(
         default="service_principal",
-        validator=_one_of(
-            "service_principal", "managed_identity", "azure_cli", "shared_key", "sas", "unsecured_jwt"
-        ),
+        validator=_one_of(*dict.fromkeys(CREDENTIAL_KINDS["storage"] + CREDENTIAL_KINDS["kafka"])),
     )
     tenant_id: str = ""
     client_id: str = ""
@@ -103,6 +109,8 @@ class CredentialConfig:
     certificate_file: str = ""
     certificate_thumbprint: str = ""
     authority_host: str = "https://login.microsoftonline.com"
+    # workload_identity: the projected service-account token; empty = $AZURE_FEDERATED_TOKEN_FILE.
+    federated_token_file: str = ""
     account_name: str = ""
     account_key_env: str = ""
     account_key_file: str = ""
@@ -119,6 +127,28 @@ class OAuthConfig:
     credential: CredentialConfig = CredentialConfig()
 
 
+# Event Hubs' Kafka endpoints in the public, China and US Government clouds.
+EVENT_HUBS_SUFFIXES = (".servicebus.windows.net", ".servicebus.chinacloudapi.cn", ".servicebus.usgovcloudapi.net")
+COMPRESSIONS = ("auto", "none", "gzip", "snappy", "lz4", "zstd")
+# Event Hubs takes compressed batches only on Premium and Dedicated, and only gzip.
+EVENT_HUBS_COMPRESSIONS = ("auto", "none", "gzip")
+
+
+def is_event_hubs(bootstrap_servers: str) -> bool:
+    """True when every bootstrap server is an Event Hubs namespace."""
+    hosts = [s.strip().rpartition(":")[0] or s.strip() for s in bootstrap_servers.split(",") if s.strip()]
+    return bool(hosts) and all(h.lower().rstrip(".").endswith(EVENT_HUBS_SUFFIXES) for h in hosts)
+
+
+def _compression(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    _one_of(*COMPRESSIONS)(instance, attribute, value)
+    if is_event_hubs(instance.bootstrap_servers) and value not in EVENT_HUBS_COMPRESSIONS:
+        raise ValueError(
+            f"{attribute.name} must be auto, none or gzip for Event Hubs (gzip only on Premium/Dedicated); "
+            f"got {value!r}"
+        )
+
+
 @frozen
 class KafkaConfig:
     bootstrap_servers: str = "localhost:9092"
@@ -127,6 +157,8 @@ class KafkaConfig:
     )
     sasl_mechanism: str = field(default="OAUTHBEARER", validator=_one_of("OAUTHBEARER", "PLAIN"))
     group_prefix: str = "kafkapipe"
+    # Producer compression; "auto" = lz4, or none when the target is Event Hubs.
+    compression: str = field(default="auto", validator=_compression)
     consumer: dict[str, Any] = field(factory=dict)
     producer: dict[str, Any] = field(factory=dict)
     oauth: OAuthConfig = OAuthConfig()
@@ -254,6 +286,11 @@ class DownloadConfig:
     user_agent: str = "kafkapipe/1"
 
 
+# Azure's limits on a block blob: blocks per blob and bytes per block.
+MAX_BLOCKS = 50_000
+MAX_BLOCK_SIZE = 4000 * 1024 * 1024
+
+
 @frozen
 class AzureBlobConfig:
     # https://<account>.blob.core.windows.net, https://onelake.blob.fabric.microsoft.com,
@@ -263,7 +300,7 @@ class AzureBlobConfig:
     prefix: str = ""
     api_version: str = "2023-11-03"
     # Bytes per Put Block: the upload's memory per download (at most 4000 MiB, Azure's limit).
-    block_size: int = field(default=4 * 1024 * 1024, validator=_positive)
+    block_size: int = field(default=4 * 1024 * 1024, validator=[_positive, attrs.validators.le(MAX_BLOCK_SIZE)])
     credential: CredentialConfig = CredentialConfig(kind="shared_key")
 
 
@@ -395,7 +432,23 @@ def from_mapping(data: dict[str, Any], source: str = "<mapping>") -> Config:
         config = _CONVERTER.structure(data, Config)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
         raise ConfigError(_describe(exc, source)) from None
+    _check_blob_capacity(config, source)
     return attrs.evolve(config, source=source)
+
+
+def _check_blob_capacity(config: Config, source: str) -> None:
+    """A download the stage accepts must fit in one block blob (50,000 blocks of block_size)."""
+    if config.storage.backend != "azure_blob":
+        return
+    block_size = config.storage.azure.block_size
+    capacity = block_size * MAX_BLOCKS
+    if config.download.max_bytes > capacity:
+        raise ConfigError(
+            f"{source}: invalid configuration: download.max_bytes ({config.download.max_bytes}) is more than "
+            f"storage.azure.block_size ({block_size}) x {MAX_BLOCKS:,} blocks = {capacity} bytes, the most one "
+            f"blob can hold; raise storage.azure.block_size to at least "
+            f"{-(-config.download.max_bytes // MAX_BLOCKS)} or lower download.max_bytes"
+        )
 
 
 def load(path: str | os.PathLike[str] | None, environ: dict[str, str] | None = None) -> Config:

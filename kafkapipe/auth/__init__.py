@@ -15,6 +15,7 @@ from kafkapipe.auth.credentials import (
     ServicePrincipalCredential,
     SharedKeyCredential,
     UnsecuredJwtCredential,
+    WorkloadIdentityCredential,
     credential_from_config,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "SharedKeyCredential",
     "TokenCache",
     "UnsecuredJwtCredential",
+    "WorkloadIdentityCredential",
     "credential_from_config",
 ]

@@ -28,15 +28,19 @@ from urllib.parse import quote
 import attrs
 import requests
 
+from kafkapipe.auth.http import RetryingSession, default_http_client
 from kafkapipe.config import CredentialConfig
 from kafkapipe.errors import AuthError, ConfigError
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
-_TOKEN_KINDS = ("service_principal", "managed_identity", "azure_cli", "unsecured_jwt")
+_TOKEN_KINDS = ("service_principal", "managed_identity", "workload_identity", "azure_cli", "unsecured_jwt")
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 # Runs of token/key/signature alphabet this long are never useful in an error message.
 _TOKENISH = re.compile(r"[A-Za-z0-9+/=_%]{32,}")
 _MAX_REASON = 300
 _MI_SECRET_ENV = ("IDENTITY_HEADER", "MSI_SECRET")
+# msal computes the SHA-256 thumbprint (x5t#S256) from a PEM certificate only from 1.35 on.
+MSAL_FOR_CERTIFICATES = (1, 35)
 
 
 @attrs.frozen
@@ -143,23 +147,6 @@ def _check_readable(source: SecretSource) -> None:
         raise ConfigError(exc.message) from None
 
 
-# -------------------------------------------------------------------------- HTTP for msal
-class _TimeoutSession(requests.Session):
-    """A Session that never waits forever: msal passes no timeout of its own."""
-
-    def __init__(self, timeout: tuple[float, float]) -> None:
-        super().__init__()
-        self._timeout = timeout
-
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self._timeout)
-        return super().request(method, url, *args, **kwargs)
-
-
-def default_http_client(timeout: tuple[float, float] = (5.0, 30.0)) -> requests.Session:
-    return _TimeoutSession(timeout)
-
-
 def _first_line(text: str) -> str:
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
@@ -186,7 +173,13 @@ def _expiry(result: dict[str, Any], now: float) -> float:
 # ------------------------------------------------------------------------- service principal
 @attrs.frozen
 class CertificateSource:
-    """A PEM file holding the private key and (for the SHA-256 thumbprint) the certificate."""
+    """A PEM file holding the private key and the certificate.
+
+    msal (1.35 and later) computes the SHA-256 thumbprint (``x5t#S256``) from the certificate
+    and sends the certificate itself (``x5c``) in every client assertion, which subject-name /
+    issuer authentication needs. ``thumbprint`` is the legacy SHA-1 one, for a file that holds
+    only the key.
+    """
 
     where: str
     path: str
@@ -210,22 +203,25 @@ class CertificateSource:
                 f"{key}: file {self.path} holds no unencrypted PEM private key "
                 "(export it with 'openssl pkcs12 -nodes')"
             ) from None
-        pem_key = private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode("ascii")
-        if self.thumbprint:
-            return {"private_key": pem_key, "thumbprint": self.thumbprint.replace(":", "").lower()}
+        credential = {
+            "private_key": private_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode("ascii")
+        }
         try:
             cert = x509.load_pem_x509_certificate(_pem_blocks(data, b"CERTIFICATE"))
         except ValueError:
+            cert = None
+        if cert is not None:
+            credential["public_certificate"] = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+        if self.thumbprint:
+            credential["thumbprint"] = self.thumbprint.replace(":", "").lower()
+        elif cert is None:
             raise AuthError(
                 f"{key}: file {self.path} holds no PEM certificate; add it to the file or set "
                 f"{self.where}.certificate_thumbprint"
-            ) from None
-        return {
-            "private_key": pem_key,
-            "public_certificate": cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-        }
+            )
+        return credential
 
 
 def _pem_blocks(data: bytes, label: bytes) -> bytes:
@@ -265,24 +261,32 @@ class ServicePrincipalCredential:
     def known_secrets(self) -> tuple[str, ...]:
         return self._known
 
+    def _client_credential(self) -> Any:
+        """What msal gets as ``client_credential``; remembers the secrets it holds for redaction."""
+        if self._secret is not None:
+            secret = self._secret.read()
+            self._known = (secret,)
+            return secret
+        credential = self._certificate.load()
+        self._known = (credential["private_key"],)
+        return credential
+
     def _application(self) -> Any:
         import msal
 
         with self._lock:
             if self._app is not None:
                 return self._app
-            if self._secret is not None:
-                credential: Any = self._secret.read()
-                self._known = (credential,)
-            else:
-                credential = self._certificate.load()
-                self._known = (credential["private_key"],)
+            credential = self._client_credential()
             try:
                 self._app = msal.ConfidentialClientApplication(
                     self.client_id,
                     client_credential=credential,
                     authority=self.authority,
                     http_client=self._http_client,
+                    # The authority is the operator's choice; asking login.microsoftonline.com
+                    # whether it knows a sovereign or private host adds nothing but a request.
+                    instance_discovery=False,
                 )
             except requests.RequestException as exc:
                 raise _request_failure(self.kind, self.authority, exc) from None
@@ -312,6 +316,69 @@ class ServicePrincipalCredential:
         raise _msal_failure(f"{self.kind} (client_id {self.client_id})", result, self._known) from None
 
 
+# ------------------------------------------------------------------------- workload identity
+class WorkloadIdentityCredential(ServicePrincipalCredential):
+    """AKS workload identity: the pod's projected service-account token as a client assertion.
+
+    The file rotates (kubelet renews it well before it expires), so msal gets a callable that
+    reads it again for every token request rather than the content read once.
+    """
+
+    kind = "workload_identity"
+
+    def __init__(
+        self,
+        tenant_id: str,
+        client_id: str,
+        token_file: SecretSource,
+        *,
+        authority_host: str = "https://login.microsoftonline.com",
+        http_client: requests.Session | None = None,
+    ) -> None:
+        super().__init__(
+            tenant_id, client_id, secret=token_file, authority_host=authority_host, http_client=http_client
+        )
+
+    def _client_credential(self) -> Any:
+        return {"client_assertion": self._assertion}
+
+    def _assertion(self) -> str:
+        assertion = self._secret.read()
+        self._known = (assertion,)
+        return assertion
+
+
+WORKLOAD_IDENTITY_ENV = {
+    "tenant_id": "AZURE_TENANT_ID",
+    "client_id": "AZURE_CLIENT_ID",
+    "federated_token_file": "AZURE_FEDERATED_TOKEN_FILE",
+}
+
+
+def _workload_identity(
+    config: CredentialConfig, where: str, http_client: requests.Session | None
+) -> WorkloadIdentityCredential:
+    """Empty keys take what the AKS workload identity webhook puts in the pod's environment."""
+    values = {
+        key: getattr(config, key) or os.environ.get(env, "").strip() for key, env in WORKLOAD_IDENTITY_ENV.items()
+    }
+    missing = [f"{where}.{key} (or ${WORKLOAD_IDENTITY_ENV[key]})" for key, value in values.items() if not value]
+    if missing:
+        raise ConfigError(f"{where}: kind workload_identity needs {', '.join(missing)}")
+    authority_host = config.authority_host
+    if authority_host == DEFAULT_AUTHORITY_HOST:
+        authority_host = os.environ.get("AZURE_AUTHORITY_HOST", "").strip() or authority_host
+    token_file = SecretSource(where, "federated_token", path=values["federated_token_file"])
+    _check_readable(token_file)
+    return WorkloadIdentityCredential(
+        values["tenant_id"],
+        values["client_id"],
+        token_file,
+        authority_host=authority_host,
+        http_client=http_client,
+    )
+
+
 # -------------------------------------------------------------------------- managed identity
 def scope_to_resource(scope: str) -> str:
     """``https://storage.azure.com/.default`` → ``https://storage.azure.com`` (IMDS wants a resource)."""
@@ -319,13 +386,18 @@ def scope_to_resource(scope: str) -> str:
 
 
 class ManagedIdentityCredential:
-    """The identity of the VM / App Service / AKS pod, via msal's ManagedIdentityClient."""
+    """The identity of the VM / App Service / Arc machine, via msal's ManagedIdentityClient.
+
+    The endpoint's 404, 410, 429 and 5xx replies are retried with exponential backoff for up to
+    70 s (:class:`~kafkapipe.auth.http.RetryingSession`) before the failure becomes an ``auth``
+    hold. AKS pods use :class:`WorkloadIdentityCredential`.
+    """
 
     kind = "managed_identity"
 
     def __init__(self, client_id: str = "", *, http_client: requests.Session | None = None) -> None:
         self.client_id = client_id
-        self._http_client = http_client or default_http_client((2.0, 30.0))
+        self._http_client = http_client or RetryingSession((2.0, 30.0))
         self._lock = threading.Lock()
         self._client: Any = None
 
@@ -560,6 +632,8 @@ def credential_from_config(
         return _service_principal(config, where, http_client)
     if kind == "managed_identity":
         return ManagedIdentityCredential(config.client_id, http_client=http_client)
+    if kind == "workload_identity":
+        return _workload_identity(config, where, http_client)
     if kind == "azure_cli":
         return AzureCliCredential(config.tenant_id)
     if kind == "unsecured_jwt":
@@ -582,6 +656,22 @@ def credential_from_config(
     raise ConfigError(f"{where}.kind: unknown credential kind {kind!r}")
 
 
+def msal_version() -> tuple[int, ...]:
+    from importlib.metadata import version
+
+    return tuple(int(p) for p in re.findall(r"\d+", version("msal"))[:2])
+
+
+def _require_msal(floor: tuple[int, int], key: str) -> None:
+    """Refuse at start-up an msal that would fail at the first token."""
+    found = msal_version()
+    if found < floor:
+        raise ConfigError(
+            f"{key}: needs msal >= {'.'.join(map(str, floor))} (installed: {'.'.join(map(str, found))}); "
+            "reinstall kafkapipe to upgrade it"
+        )
+
+
 def _service_principal(
     config: CredentialConfig, where: str, http_client: requests.Session | None
 ) -> ServicePrincipalCredential:
@@ -601,6 +691,8 @@ def _service_principal(
     if secret is not None:
         _check_readable(secret)
     else:
+        if not certificate.thumbprint:
+            _require_msal(MSAL_FOR_CERTIFICATES, f"{where}.certificate_file")
         try:
             certificate.load()
         except AuthError as exc:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from kafkapipe.auth.cache import TokenCache
 from kafkapipe.auth.credentials import Credential, credential_from_config, is_token_credential
-from kafkapipe.config import OAuthConfig
+from kafkapipe.config import CREDENTIAL_KINDS, OAuthConfig
 from kafkapipe.errors import AuthError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -31,10 +31,10 @@ def make_oauth_cb(oauth: OAuthConfig, *, credential: Credential | None = None) -
     """The ``oauth_cb`` for one Kafka client; ConfigError when the configuration cannot work."""
     settings = oauth.credential
     if credential is None:
-        if settings.kind in ("shared_key", "sas"):
+        if settings.kind not in CREDENTIAL_KINDS["kafka"]:
             raise ConfigError(
                 f"{WHERE}.credential.kind: {settings.kind} cannot authenticate to Kafka; use "
-                "service_principal, managed_identity, azure_cli or unsecured_jwt"
+                f"{', '.join(CREDENTIAL_KINDS['kafka'])}"
             )
         built = credential_from_config(settings, f"{WHERE}.credential")
         assert is_token_credential(built)

@@ -15,7 +15,12 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from kafkapipe.config import Config
+from kafkapipe.config import Config, is_event_hubs
+
+# Event Hubs' recommendations for Kafka clients: shorter sessions or request timeouts time out
+# consumers, which rebalances the group, which times out more of them.
+EVENT_HUBS_CONSUMER = {"session.timeout.ms": 30000}
+EVENT_HUBS_PRODUCER = {"request.timeout.ms": 60000}
 
 
 def _common(config: Config) -> dict[str, Any]:
@@ -50,6 +55,7 @@ def consumer_config(config: Config, group_id: str, **overrides: Any) -> dict[str
         # A killed worker's partitions move to the others after this long.
         "session.timeout.ms": 10000,
         "max.poll.interval.ms": 300000,
+        **(EVENT_HUBS_CONSUMER if is_event_hubs(config.kafka.bootstrap_servers) else {}),
         **config.kafka.consumer,
         **overrides,
     }
@@ -62,10 +68,19 @@ def producer_config(config: Config, **overrides: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
-        "compression.type": "lz4",
+        "compression.type": compression(config),
+        **(EVENT_HUBS_PRODUCER if is_event_hubs(config.kafka.bootstrap_servers) else {}),
         **config.kafka.producer,
         **overrides,
     }
+
+
+def compression(config: Config) -> str:
+    """``kafka.compression``, with "auto" resolved: none for Event Hubs, else lz4."""
+    chosen = config.kafka.compression
+    if chosen != "auto":
+        return chosen
+    return "none" if is_event_hubs(config.kafka.bootstrap_servers) else "lz4"
 
 
 def make_consumer(config: Config, group_id: str, **overrides: Any) -> Consumer:

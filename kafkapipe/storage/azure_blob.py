@@ -46,7 +46,7 @@ from kafkapipe.auth.credentials import (
     credential_from_config,
     is_token_credential,
 )
-from kafkapipe.config import AzureBlobConfig
+from kafkapipe.config import CREDENTIAL_KINDS, MAX_BLOCK_SIZE, MAX_BLOCKS, AzureBlobConfig
 from kafkapipe.download.classify import parse_retry_after
 from kafkapipe.errors import AuthError, ConfigError, PermanentError, PipelineError, TransientError
 from kafkapipe.log import redact_url
@@ -56,8 +56,6 @@ logger = logging.getLogger(__name__)
 
 WHERE = "storage.azure"
 DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
-MAX_BLOCKS = 50_000
-MAX_BLOCK_SIZE = 4000 * 1024 * 1024
 TRANSIENT_CODES = frozenset({"InternalError", "OperationTimedOut", "ServerBusy"})
 AUTH_CODES = frozenset(
     {
@@ -396,6 +394,11 @@ class AzureBlobStorage(Storage):
 
 def _auth_from_config(config: AzureBlobConfig) -> _Auth:
     where = f"{WHERE}.credential"
+    if config.credential.kind not in CREDENTIAL_KINDS["storage"]:
+        raise ConfigError(
+            f"{where}.kind: {config.credential.kind} cannot authenticate to Azure storage; use "
+            f"{', '.join(CREDENTIAL_KINDS['storage'])}"
+        )
     credential = credential_from_config(config.credential, where)
     if isinstance(credential, SharedKeyCredential):
         account = credential.account_name or _account_from_url(config.account_url)

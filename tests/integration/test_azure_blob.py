@@ -1,5 +1,9 @@
 """AzureBlobStorage against a real Azurite (Shared Key and SAS over the Blob REST API).
 
+This module starts its own Azurite in strict mode (``bin/azurite-local start --strict``): the
+x-ms-version of every request is checked and unknown headers or parameters are refused, as
+Azure does, so drift in what the client sends fails here rather than in production.
+
 Uploads run in child processes where the test needs a process of its own: to measure the peak
 memory of a 200 MiB upload, and to SIGKILL a writer between its Put Blocks and its Put Block
 List.
@@ -177,6 +181,20 @@ writer.commit()
 
 
 # ------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def azurite_endpoint(tmp_path_factory) -> Iterator[str]:
+    """A strict Azurite of this module's own (the shared one runs with --loose)."""
+    from tests.conftest import _free_ports, _run_script
+
+    state = tmp_path_factory.mktemp("azurite-strict")
+    (port,) = _free_ports(1)
+    out = _run_script("azurite-local", "start", "--strict", "--dir", str(state), "--port", str(port))
+    try:
+        yield out["blob_endpoint"]
+    finally:
+        _run_script("azurite-local", "stop", "--dir", str(state), timeout=30, check=False)
+
+
 @pytest.fixture
 def key_file(tmp_path) -> Path:
     path = tmp_path / "azurite.key"
@@ -401,7 +419,7 @@ def _azurite_blob_binary() -> Path:
 
 @pytest.fixture(scope="module")
 def azurite_oauth(tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """A second Azurite over HTTPS with `--oauth basic` (checks aud/iss/nbf/exp, not signatures).
+    """A second, also strict, Azurite over HTTPS with `--oauth basic` (checks aud/iss/nbf/exp, not signatures).
 
     Returns its blob endpoint and the CA file that verifies it.
     """
@@ -417,8 +435,8 @@ def azurite_oauth(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     with open(directory / "azurite.out", "wb") as out:
         proc = subprocess.Popen(
             [str(_azurite_blob_binary()), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-             "--location", str(directory / "data"), "--silent", "--skipApiVersionCheck", "--loose",
-             "--disableTelemetry", "--oauth", "basic", "--cert", str(tls.cert_path), "--key", str(tls.key_path)],
+             "--location", str(directory / "data"), "--silent", "--disableTelemetry",
+             "--oauth", "basic", "--cert", str(tls.cert_path), "--key", str(tls.key_path)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     endpoint = f"https://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
@@ -486,3 +504,16 @@ def test_bearer_token_from_the_credential_layer(azurite_oauth, tmp_path, monkeyp
     assert storage.exists("a/b.bin")
     assert get_blob(storage, "a/b.bin") == b"bearer" * 1000
     storage.close()
+
+
+def test_this_azurite_is_strict_about_the_api_version(azurite_endpoint, container, key_file):
+    """The fixture really is strict: a version Azure does not have is refused, ours is not."""
+    ours = storage_for(azurite_endpoint, container, key_file)
+    assert ours.exists("claims/none.bin") is False  # our x-ms-version is accepted
+    future = storage_for(azurite_endpoint, container, key_file)
+    future.api_version = "2099-01-01"
+    with pytest.raises(PermanentError) as info:
+        future.exists("claims/none.bin")
+    assert info.value.http_status == 400 and info.value.error_code == "InvalidHeaderValue"
+    ours.close()
+    future.close()

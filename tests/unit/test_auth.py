@@ -34,12 +34,14 @@ from kafkapipe.auth.credentials import (
     AccessToken,
     AzureCliCredential,
     CredentialError,
+    ManagedIdentityCredential,
     SecretSource,
     UnsecuredJwtCredential,
     credential_from_config,
     parse_cli_token,
     redact,
 )
+from kafkapipe.auth.http import RetryingSession
 from kafkapipe.auth.kafka_oauth import make_oauth_cb
 from kafkapipe.config import AzureBlobConfig, CredentialConfig, OAuthConfig
 from kafkapipe.errors import (
@@ -749,6 +751,81 @@ def test_managed_identity_via_imds(server, monkeypatch):
     assert request["headers"]["Metadata"] == "true"
 
 
+class FakeTime:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _imds_on(server: FakeServer, monkeypatch) -> None:
+    for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT", "MSI_ENDPOINT", "MSI_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", server.url)
+
+
+def _scripted(server: FakeServer, replies: list[tuple[int, dict]]) -> None:
+    script = iter(replies)
+
+    def reply(h):
+        status, headers = next(script, (200, {}))
+        body = {"access_token": "mi-after-retries", "expires_in": "3599"} if status == 200 else {
+            "error": "unavailable", "error_description": f"status {status}"}
+        return status, headers, json.dumps(body).encode()
+
+    server.reply = reply
+
+
+def test_managed_identity_retries_429_and_410_with_exponential_backoff(server, monkeypatch):
+    _imds_on(server, monkeypatch)
+    _scripted(server, [(429, {}), (410, {}), (410, {}), (410, {})])
+    fake = FakeTime()
+    session = RetryingSession((2.0, 5.0), sleep=fake.sleep, clock=fake.clock)
+    cred = ManagedIdentityCredential("uami-1", http_client=session)
+    assert cred.get_token(STORAGE).token == "mi-after-retries"
+    assert len(server.requests) == 5
+    assert fake.sleeps == [1.0, 2.0, 4.0, 8.0]
+
+
+def test_managed_identity_honours_retry_after_and_gives_up_within_70_seconds(server, monkeypatch):
+    _imds_on(server, monkeypatch)
+    _scripted(server, [(429, {"Retry-After": "7"})] + [(503, {})] * 100)
+    fake = FakeTime()
+    cred = ManagedIdentityCredential("", http_client=RetryingSession((2.0, 5.0), sleep=fake.sleep, clock=fake.clock))
+    with pytest.raises(AuthError) as info:
+        cred.get_token(STORAGE)
+    assert "managed_identity (system-assigned)" in str(info.value)
+    assert fake.sleeps[0] == 7.0, "Retry-After longer than the backoff wins"
+    assert fake.sleeps[1:3] == [2.0, 4.0]
+    assert sum(fake.sleeps) <= 70.0 and sum(fake.sleeps) + 30.0 > 70.0, "the budget was used, not exceeded"
+    assert len(server.requests) == len(fake.sleeps) + 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 403])
+def test_managed_identity_does_not_retry_what_retrying_cannot_fix(server, monkeypatch, status):
+    _imds_on(server, monkeypatch)
+    _scripted(server, [(status, {})])
+    fake = FakeTime()
+    cred = ManagedIdentityCredential("", http_client=RetryingSession((2.0, 5.0), sleep=fake.sleep, clock=fake.clock))
+    with pytest.raises(AuthError):
+        cred.get_token(STORAGE)
+    assert fake.sleeps == [] and len(server.requests) == 1
+
+
+def test_managed_identity_retries_by_default():
+    cred = credential_from_config(CredentialConfig(kind="managed_identity"), "x")
+    assert isinstance(cred._http_client, RetryingSession)
+    assert cred._http_client.policy.budget == 70.0
+
+
 # ------------------------------------------------------------------------------ the canary
 @pytest.fixture
 def captured_logs(caplog) -> Iterator[Callable[[], str]]:
@@ -977,6 +1054,13 @@ def test_documented_examples_load_and_build(name, monkeypatch):
         assert settings["oauth_cb"].token_cache.scope == "https://claims-events.servicebus.windows.net/.default"
 
 
+def test_onelake_example_tells_the_operator_what_real_onelake_needs():
+    text = " ".join((EXAMPLES / "storage-onelake-managed-identity.toml").read_text().replace("#", " ").split())
+    assert "Users can access data stored in OneLake with apps external to Fabric" in text
+    assert "OneLake SAS tokens exist too (preview)" in text and "at most one hour" in text
+    assert "nor SAS" not in text
+
+
 # ------------------------------------------------------------------ storage request handling
 def _storage(server: FakeServer, monkeypatch, **kwargs) -> AzureBlobStorage:
     monkeypatch.setenv("KP_TEST_KEY", base64.b64encode(b"k" * 64).decode())
@@ -1070,3 +1154,57 @@ def test_a_failing_credential_is_not_hammered_by_every_write(tmp_path, monkeypat
             writer.commit()
     assert counter.read_text() == "x"  # one attempt; the others got the same error during the backoff
     assert server.requests == []
+
+
+# ------------------------------------------------------------------------ workload identity
+def test_workload_identity_names_every_missing_setting(monkeypatch):
+    for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AZURE_CLIENT_ID", "app-from-env")
+    with pytest.raises(ConfigError) as info:
+        credential_from_config(CredentialConfig(kind="workload_identity"), "kafka.oauth.credential")
+    assert str(info.value) == (
+        "kafka.oauth.credential: kind workload_identity needs kafka.oauth.credential.tenant_id "
+        "(or $AZURE_TENANT_ID), kafka.oauth.credential.federated_token_file (or $AZURE_FEDERATED_TOKEN_FILE)"
+    )
+
+
+def test_workload_identity_unreadable_token_file_fails_at_start(tmp_path, monkeypatch):
+    monkeypatch.delenv("AZURE_FEDERATED_TOKEN_FILE", raising=False)
+    config = CredentialConfig(
+        kind="workload_identity", tenant_id="t", client_id="c", federated_token_file=str(tmp_path / "absent")
+    )
+    with pytest.raises(ConfigError, match=r"storage\.azure\.credential\.federated_token_file: file .* does not exist"):
+        credential_from_config(config, "storage.azure.credential")
+
+
+@pytest.mark.parametrize(
+    ("use", "kind", "accepted"),
+    [
+        ("kafka", "workload_identity", True),
+        ("storage", "workload_identity", True),
+        ("kafka", "sas", False),
+        ("kafka", "shared_key", False),
+        ("storage", "unsecured_jwt", False),
+    ],
+)
+def test_credential_kinds_per_use(tmp_path, monkeypatch, use, kind, accepted):
+    token = _write(tmp_path / "token", "assertion")
+    credential = CredentialConfig(
+        kind=kind, tenant_id="t", client_id="c", federated_token_file=str(token), account_key_env="KP_NONE",
+        sas_token_env="KP_NONE",
+    )  # fmt: skip
+    monkeypatch.delenv("KP_NONE", raising=False)
+
+    def build():
+        if use == "kafka":
+            return make_oauth_cb(OAuthConfig(scope="https://ns.servicebus.windows.net/.default", credential=credential))
+        return AzureBlobStorage.from_config(
+            AzureBlobConfig(account_url="https://a.blob.core.windows.net", container="c", credential=credential)
+        )
+
+    if accepted:
+        build()
+    else:
+        with pytest.raises(ConfigError, match=rf"{kind} cannot authenticate to .*workload_identity"):
+            build()
