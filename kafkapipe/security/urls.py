@@ -50,13 +50,16 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import attrs
 import idna
 
-from kafkapipe.config import DownloadConfig
 from kafkapipe.errors import TransientError, ValidationError
+
+if TYPE_CHECKING:  # config validates host names with this module: no import cycle at run time
+    from kafkapipe.config import DownloadConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Iterable[str]]

@@ -91,8 +91,9 @@ def test_success_streams_the_body_with_its_sha256(fault_server: FaultServer, sto
         content_type="application/pdf",
         file_type="pdf",
         final_url=fault_server.url("/claims/a.pdf"),
+        extension="pdf",
     )
-    stored = storage.root / "claims/a.bin"
+    stored = storage.root / "claims/a.pdf"  # opened as a.bin: the stored name is the detected type's
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == route.sha256
     assert stored_files(storage) == [stored]
     (record,) = fault_server.records("/claims/a.pdf")
@@ -527,7 +528,7 @@ def test_large_body_is_written_behind_the_socket(fault_server, storage, make_fet
     fetcher = make_fetcher(loopback_download_config(fault_server, chunk_size=256 * 1024))
     outcome = fetch_into(fetcher, storage, fault_server.url("/big.pdf"))
     assert (outcome.bytes, outcome.sha256) == (route.length, route.sha256)
-    assert hashlib.sha256((storage.root / "claims/a.bin").read_bytes()).hexdigest() == route.sha256
+    assert hashlib.sha256((storage.root / "claims/a.pdf").read_bytes()).hexdigest() == route.sha256
     assert _write_behind_threads() == []
 
 

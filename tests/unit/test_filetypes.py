@@ -403,6 +403,8 @@ def test_the_leading_magic_decides_a_polyglot(data: bytes, expected: str) -> Non
         (DOC_MACRO, "/letter.doc", "application/msword", "doc-macro"),
         (XLS_MACRO, "/book", None, "xls-macro"),
         (ZIP_PDF, "/a.pdf", "application/pdf", "zip"),
+        (PDF, "/invoice.scr", None, "pdf"),  # a name claiming an executable contradicts the bytes
+        (TXT, "/run.ps1", "text/plain", "txt"),
     ],
 )
 def test_macro_containers_and_disguised_archives_are_refused_by_default(
