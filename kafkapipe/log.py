@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import logging
 import os
 import re
@@ -23,6 +22,8 @@ import sys
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
+
+from kafkapipe.printable import json_text, printable
 
 _CONTEXT: contextvars.ContextVar[dict[str, object]] = contextvars.ContextVar(
     "kafkapipe_log", default={}  # noqa: B039 - never mutated: context() and bind() build new dicts
@@ -184,20 +185,23 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = record.stack_info
         entry = _scrub_value(entry)  # context values too: a URL bound by a caller
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return json_text(entry, default=str)
 
 
 class TextFormatter(logging.Formatter):
+    """One line per record: values from events (a trace_id, a message) are escaped, never raw,
+    so they cannot forge a line or drive the terminal; only a traceback spans lines."""
+
     def format(self, record: logging.LogRecord) -> str:
-        ctx = " ".join(f"{k}={v}" for k, v in current_fields().items())
+        ctx = " ".join(f"{k}={printable(str(v), spaces=False)}" for k, v in current_fields().items())
         base = (
             f"{self.formatTime(record)} {record.levelname} pid={os.getpid()} {ctx} "
-            f"{record.name}: {record.getMessage()}"
+            f"{record.name}: {printable(record.getMessage())}"
         )
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            base += "\n" + record.exc_text
+            base += "\n" + "\n".join(printable(line) for line in record.exc_text.splitlines())
         return scrub(base)
 
 
