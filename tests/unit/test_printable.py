@@ -53,13 +53,16 @@ HOSTILE_TRACE = "t-1\x1b[2J\x9b31m\u202e\r\n2026-11-30 00:00:00 INFO pid=1 forge
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_a_hostile_trace_id_cannot_forge_a_log_line_or_reach_the_terminal(fmt: str) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
     stream = io.StringIO()
     log.setup("INFO", fmt, stream)
     try:
         with log.context(trace_id=HOSTILE_TRACE):
             logging.getLogger("kafkapipe.test").info("redirect to %s", "http://h/\x9b2J\u202ex")
     finally:
-        log.setup("INFO", "json", io.StringIO())
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
     out = stream.getvalue()
     assert out.count("\n") == 1, "one record, one line"
     assert all(ch.isprintable() for ch in out.rstrip("\n"))
