@@ -98,6 +98,7 @@ METADATA_NETWORKS = tuple(
         "168.63.129.16/32",  # Azure WireServer (a public address)
         "192.0.0.192/32",  # Oracle Cloud
         "fd00:ec2::/32",  # AWS Nitro IPv6 endpoints (IMDS fd00:ec2::254)
+        "fd20:ce::254/128",  # GCP metadata over IPv6
     )
 )
 
