@@ -10,9 +10,9 @@ the first :data:`~kafkapipe.security.filetypes.SNIFF_BYTES` for the type
 check): large bodies are written by a second thread at most
 :data:`WRITE_BEHIND_DEPTH` chunks behind the socket.
 
-The request asks for ``Accept-Encoding: identity``; a server that encodes the
-body anyway has it decoded (urllib3 bounds each decompression step), and
-``max_bytes`` counts the decoded bytes, so a compression bomb is cut off too.
+The request asks for ``Accept-Encoding: identity``; a body encoded anyway is
+refused unread (see :mod:`kafkapipe.download.http`), so a compression bomb
+costs nothing.
 
 ``fetch`` never commits the writer: the caller commits after success, and the
 writer's context manager aborts it when ``fetch`` raises, so a rejected
