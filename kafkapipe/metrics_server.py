@@ -163,7 +163,12 @@ class _Loop:
             if len(conn.head) > self.limits.max_head_bytes:
                 self._answer(conn, _response(431, "HEAD", "application/json", b'{"error":"head too large"}\n'))
             return
-        self._answer(conn, self._dispatch(bytes(conn.head[:end])))
+        try:
+            response = self._dispatch(bytes(conn.head[:end]))
+        except Exception:  # a bug answering one request must not stop the loop that answers all
+            log.exception("metrics server failed to answer a request")
+            response = _response(500, "GET", "application/json", b'{"error":"internal error"}\n')
+        self._answer(conn, response)
 
     def _dispatch(self, head: bytes) -> bytes:
         lines = head.decode("latin-1").split("\r\n")

@@ -134,3 +134,21 @@ def test_bad_requests_get_an_answer_not_a_hang(make_server) -> None:
             assert sock.recv(4096).split(b" ")[1] == code
         finally:
             sock.close()
+
+
+def test_a_failing_endpoint_answers_500_and_the_loop_keeps_serving(tmp_path) -> None:
+    calls = []
+
+    def health() -> Health:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("snapshot not ready")
+        return Health(alive=True)
+
+    server = MetricsServer("127.0.0.1:0", health, str(tmp_path))
+    server.start()
+    try:
+        assert get(server, "/healthz")[0] == 500
+        assert get(server, "/healthz")[0] == 200
+    finally:
+        server.stop()
