@@ -7,7 +7,6 @@ with a message that names the cause.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -16,6 +15,8 @@ from pathlib import Path
 
 from kafkapipe import config as configmod
 from kafkapipe.errors import ConfigError
+from kafkapipe.log import mask_secrets
+from kafkapipe.printable import json_text, printable
 from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 
@@ -123,8 +124,9 @@ def cmd_url_check(args: argparse.Namespace, config: configmod.Config) -> int:
 
 
 def cmd_config(args: argparse.Namespace, config: configmod.Config) -> int:
-    print(f"# effective configuration from {config.source} (secrets masked)")
-    print(json.dumps(configmod.to_display(config), indent=2))
+    # Masked by name (config.to_display) and then by content: a SAS in account_url, a key anywhere.
+    print(f"# effective configuration from {printable(str(config.source))} (secrets masked)")
+    print(json_text(mask_secrets(configmod.to_display(config)), indent=2))
     return EXIT_OK
 
 

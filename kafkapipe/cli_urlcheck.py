@@ -16,20 +16,14 @@ from typing import TextIO
 from kafkapipe.config import Config, DownloadConfig
 from kafkapipe.errors import PipelineError
 from kafkapipe.log import redact_url
+from kafkapipe.printable import printable
 from kafkapipe.security.presigned import check_expiry
 from kafkapipe.security.urls import Resolver, UrlValidator
 
 
-def _printable(text: str, *, spaces: bool = True) -> str:
-    """Escape what could break the one-verdict-a-line output or a terminal."""
-    return "".join(
-        ch if ch.isprintable() and ((spaces and ch == " ") or not ch.isspace()) else f"\\x{ord(ch):02x}" for ch in text
-    )
-
-
 def _shown(url: str) -> str:
     try:
-        return _printable(redact_url(url), spaces=False)
+        return printable(redact_url(url), spaces=False)
     except (TypeError, AttributeError):
         return "<not a string>"
 
@@ -53,7 +47,7 @@ def url_check(
             validator.resolve(parsed)
         except PipelineError as exc:
             denied = True
-            out.write(f"DENY {_shown(url)} {_printable(exc.message)}\n")
+            out.write(f"DENY {_shown(url)} {printable(exc.message)}\n")
             continue
         out.write(f"ALLOW {_shown(url)}\n")
     return 1 if denied else 0

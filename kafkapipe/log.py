@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import logging
 import os
 import re
@@ -23,6 +22,10 @@ import sys
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+
+from kafkapipe.printable import json_text, printable
 
 _CONTEXT: contextvars.ContextVar[dict[str, object]] = contextvars.ContextVar(
     "kafkapipe_log", default={}  # noqa: B039 - never mutated: context() and bind() build new dicts
@@ -35,60 +38,117 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 REDACTED = "<redacted>"
 
 # Parameter names whose values are credentials wherever they appear (query strings,
-# connection strings, form bodies). Matched case-insensitively, as `name=value`.
-_SECRET_PARAMS = (
-    "sig",
-    "signature",
-    "x-amz-signature",
-    "x-amz-credential",
-    "x-amz-security-token",
-    "x-goog-signature",
-    "x-goog-credential",
-    "awsaccesskeyid",
-    "accountkey",
-    "sharedaccesskey",
-    "sharedaccesssignature",
-    "client_secret",
-    "client_assertion",
-    "password",
-    "passwd",
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "token",
-    "sas_token",
+# connection strings, form bodies, JSON). Matched case-insensitively.
+SECRET_PARAMS = (
+    "sig", "signature", "x-amz-signature", "x-amz-credential", "x-amz-security-token", "x-goog-signature",
+    "x-goog-credential", "awsaccesskeyid", "accountkey", "sharedaccesskey", "sharedaccesssignature",
+    "client_secret", "clientsecret", "client_assertion", "password", "passwd", "access_token", "refresh_token",
+    "id_token", "token", "sas_token", "apikey", "api_key", "api-key", "x-api-key", "subscription-key",
+    "subscription_key", "x-functions-key", "access_key", "secret", "secret_key", "session_token",
+    "security_token", "private_key",
 )
-_SCRUBBERS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # userinfo in a URL: scheme://user:pass@host
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@\"'<>]+@"), rf"\1{REDACTED}@"),
-    # the whole query string of any URL
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#\"'<>]*)\?(?!<redacted>)[^\s#\"'<>]+"), rf"\1?{REDACTED}"),
-    # name=value credentials outside URLs (connection strings, bodies, headers)
-    (
+# Names that are credentials only as URL parameters (``?code=`` of Azure Functions, ``?key=`` of
+# Google APIs): in prose, "error code=503" must survive.
+QUERY_ONLY_PARAMS = ("code", "key")
+# Header names whose whole value is a credential.
+SECRET_HEADERS = (
+    "authorization", "proxy-authorization", "x-api-key", "api-key", "apikey", "x-functions-key",
+    "ocp-apim-subscription-key", "x-amz-security-token", "x-goog-api-key", "x-ms-encryption-key", "cookie",
+    "set-cookie",
+)
+
+_EQ = r"(?:=|%3[dD]|%253[dD])"  # name=value, also URL-encoded once or twice
+_VALUE = r"(?:(?!%26|%2526|<redacted>)[^&\s\"'<>;,])+"
+_QUERY_SEP = r"(?:[?&]|%3[fF]|%26|%253[fF]|%2526)"
+# Where a parameter name starts: not inside a longer name, or right after an encoded ? or &.
+_START = r"(?:(?<![a-z0-9_-])|(?<=%3f)|(?<=%26)|(?<=%253f)|(?<=%2526))"
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+@attrs.frozen
+class ScrubRule:
+    """One form a credential takes in text, and what replaces it."""
+
+    form: str
+    pattern: re.Pattern[str]
+    replacement: str
+
+
+SCRUB_RULES: tuple[ScrubRule, ...] = (
+    ScrubRule("userinfo in a URL", re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@\"'<>]+@"), rf"\1{REDACTED}@"),
+    ScrubRule(
+        "the query string of any URL",
+        re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#\"'<>]*)\?(?!<redacted>)[^\s#\"'<>]+"),
+        rf"\1?{REDACTED}",
+    ),
+    ScrubRule(
+        "name=value anywhere, plain or URL-encoded",
+        re.compile(rf"(?i){_START}({_names(SECRET_PARAMS)})({_EQ}){_VALUE}"),
+        rf"\1\2{REDACTED}",
+    ),
+    ScrubRule(
+        "name=\"value\" (a JAAS config, an attribute)",
+        re.compile(rf"(?i)(?<![a-z0-9_-])({_names(SECRET_PARAMS)})\s*=\s*([\"'])(?!<redacted>)[^\"']*([\"'])"),
+        rf"\1=\2{REDACTED}\3",
+    ),
+    ScrubRule(
+        "URL-only parameters after ? or &",
+        re.compile(rf"(?i)({_QUERY_SEP})({_names(QUERY_ONLY_PARAMS)})({_EQ}){_VALUE}"),
+        rf"\1\2\3{REDACTED}",
+    ),
+    ScrubRule(
+        "quoted key and value (JSON, a dict's repr)",
         re.compile(
-            r"(?i)(?<![a-z0-9_-])(" + "|".join(re.escape(p) for p in _SECRET_PARAMS) + r")="
-            r"(?!<redacted>)[^&\s\"'<>;,]+"
+            rf"(?i)([\"']({_names(SECRET_PARAMS + SECRET_HEADERS)})[\"']\s*:\s*[\"'])(?!<redacted>)[^\"']*([\"'])"
         ),
-        rf"\1={REDACTED}",
+        rf"\1{REDACTED}\3",
     ),
-    # "access_token": "..." in JSON bodies
-    (
-        re.compile(r"(?i)(\"(?:access_token|refresh_token|id_token|client_secret|password|accountkey|"
-                   r"sas_token|token)\"\s*:\s*\")[^\"]*\""),
-        rf'\1{REDACTED}"',
+    ScrubRule(
+        "header line",
+        re.compile(rf"(?im)(?<![a-z0-9_-])({_names(SECRET_HEADERS)})([ \t]*:[ \t]*+)(?!<redacted>)[^\r\n\"']+"),
+        rf"\1\2{REDACTED}",
     ),
-    # Authorization schemes
-    (re.compile(r"(?i)\b(bearer|basic|sharedkey)\s+(?!<redacted>)[A-Za-z0-9\-._~+/:]+=*"), rf"\1 {REDACTED}"),
-    # anything shaped like a JWT
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
+    ScrubRule(
+        "Authorization scheme",
+        re.compile(r"(?i)\b(bearer|basic|sharedkey)\s+(?!<redacted>)[A-Za-z0-9\-._~+/:]+=*"),
+        rf"\1 {REDACTED}",
+    ),
+    ScrubRule("a JWT", re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
 )
 
 
 def scrub(text: str) -> str:
-    """Remove credentials and query strings from free text. Idempotent."""
-    for pattern, replacement in _SCRUBBERS:
-        text = pattern.sub(replacement, text)
+    """Remove credentials and query strings from free text (every :data:`SCRUB_RULES` form). Idempotent."""
+    for rule in SCRUB_RULES:
+        text = rule.pattern.sub(rule.replacement, text)
     return text
+
+
+MASKED = "***"
+_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+# A bare key or token: one long run of base64/base64url with upper, lower and digits
+# (an Azure account key, an API key), which no host, path or topic name looks like.
+_BARE_KEY = re.compile(r"^(?=.*[A-Z])(?=.*[a-z])(?=.*[0-9])[A-Za-z0-9+/_-]{32,}={0,2}$")
+
+
+def mask_secrets(node: object) -> object:
+    """Structured data (a configuration) with every credential-bearing string masked by its content.
+
+    A string holding a credential in any :data:`SCRUB_RULES` form keeps its harmless part
+    (``account_url`` without its SAS ``sig=``); a private key or a bare key becomes ``***``.
+    """
+    if isinstance(node, dict):
+        return {k: mask_secrets(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [mask_secrets(v) for v in node]
+    if not isinstance(node, str):
+        return node
+    if _PRIVATE_KEY.search(node) or _BARE_KEY.match(node.strip()):
+        return MASKED
+    return scrub(node)
 
 
 def _scrub_value(value: object) -> object:
@@ -184,20 +244,23 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = record.stack_info
         entry = _scrub_value(entry)  # context values too: a URL bound by a caller
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return json_text(entry, default=str)
 
 
 class TextFormatter(logging.Formatter):
+    """One line per record: values from events (a trace_id, a message) are escaped, never raw,
+    so they cannot forge a line or drive the terminal; only a traceback spans lines."""
+
     def format(self, record: logging.LogRecord) -> str:
-        ctx = " ".join(f"{k}={v}" for k, v in current_fields().items())
+        ctx = " ".join(f"{k}={printable(str(v), spaces=False)}" for k, v in current_fields().items())
         base = (
             f"{self.formatTime(record)} {record.levelname} pid={os.getpid()} {ctx} "
-            f"{record.name}: {record.getMessage()}"
+            f"{record.name}: {printable(record.getMessage())}"
         )
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            base += "\n" + record.exc_text
+            base += "\n" + "\n".join(printable(line) for line in record.exc_text.splitlines())
         return scrub(base)
 
 

@@ -238,12 +238,13 @@ def result_for(
     content_type: str | None = None,
     file_type: str | None = None,
     error: ErrorInfo | None = None,
+    blob_path: str | None = None,
 ) -> DownloadResult:
     return DownloadResult(
         task_id=task.task_id,
         trace_id=task.trace_id,
         attachment_url=task.attachment_url,
-        blob_path=task.blob_path,
+        blob_path=blob_path or task.blob_path,  # where it was stored, when that is known
         status=status,
         attempt=task.retry_count + 1,
         completed_at=utcnow(),

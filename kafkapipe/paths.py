@@ -5,6 +5,11 @@ date is the event's own timestamp, so the path depends on nothing but the
 task and the same event ingested twice lands in the same place. The task id
 makes it unique; every segment is reduced to ``[A-Za-z0-9._-]`` with no
 ``..`` and no leading dot, and the whole stays within 1024 bytes.
+
+The file is stored under :func:`stored_path`: the same name with the
+extension of the type its bytes showed (never the URL's), so ``invoice.scr``
+holding a PDF is stored as ``invoice.pdf``. :func:`check_relative` is the
+storage backends' own guard against a path that leaves their root.
 """
 
 from __future__ import annotations
@@ -14,10 +19,16 @@ import re
 from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 
+from kafkapipe.errors import ValidationError
+
 MAX_PATH = 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DOTS = re.compile(r"\.{2,}")
 _VALID = re.compile(r"^[A-Za-z0-9._/-]+$")
+# Controls, backslash (a separator on Windows shares and in some HTTP stacks), percent (a proxy
+# that decodes twice turns %2e%2e into ..), and the format characters that make a name display
+# differently from what it is.
+_HOSTILE = re.compile(r"[\x00-\x1f\x7f-\x9f\\%\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 def safe_segment(text: str, limit: int, fallback: str = "_") -> str:
@@ -53,7 +64,42 @@ def is_valid(path: str) -> bool:
     return (
         bool(_VALID.match(path))
         and not path.startswith("/")
-        and ".." not in path.split("/")
+        and not {".", ".."} & set(path.split("/"))
         and all(path.split("/"))
         and len(path.encode()) <= MAX_PATH
     )
+
+
+def stored_name(name: str, extension: str) -> str:
+    """``name`` with its extension replaced by ``extension``; inner dots become ``_``.
+
+    ``extension`` is :func:`kafkapipe.security.filetypes.canonical_extension` of the
+    detected type. No double extension survives (``invoice.pdf.exe`` holding a PDF is
+    ``invoice_pdf.pdf``).
+    """
+    if not re.fullmatch(r"[a-z0-9]{1,8}", extension):
+        raise ValueError(f"not an extension: {extension!a}")
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return f"{stem.replace('.', '_') or 'attachment'}.{extension}"
+
+
+def stored_path(blob_path: str, extension: str) -> str:
+    """Where a task's body is stored: its blob path, named with the detected type's extension."""
+    folder, slash, name = blob_path.rpartition("/")
+    return f"{folder}{slash}{stored_name(name, extension)}"
+
+
+def check_relative(path: str) -> list[str]:
+    """The segments of a storage-relative path; ValidationError when it could leave the root.
+
+    Refused: absolute, empty, ``.`` or ``..`` segments, backslashes, control and
+    bidi/zero-width characters, more than :data:`MAX_PATH` bytes.
+    """
+    if not path or len(path.encode("utf-8", "surrogatepass")) > MAX_PATH:
+        raise ValidationError(f"storage path refused: empty or longer than {MAX_PATH} bytes")
+    if _HOSTILE.search(path):
+        raise ValidationError(f"storage path refused: control, backslash, percent or format character in {path!a}")
+    segments = path.split("/")
+    if path.startswith("/") or any(s in ("", ".", "..") for s in segments):
+        raise ValidationError(f"storage path refused: absolute, empty, '.' or '..' segment in {path!a}")
+    return segments

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
+import pwd
 import socket
 from typing import Any
 
@@ -16,10 +16,12 @@ AUDIT_MAX_IDS = 1000
 
 
 def user() -> str:
+    """Who ran the command, by the real uid: $USER/$LOGNAME are whatever the caller set them to."""
+    uid = os.getuid()
     try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
-        return f"uid:{os.getuid()}"
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # no passwd entry (some containers)
+        return f"uid:{uid}"
 
 
 def audit(action: str, config: Config, **fields: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from datetime import datetime, timedelta
 from typing import TextIO
@@ -44,7 +43,7 @@ def _write_entry(
 ) -> None:
     if args.json:
         doc = render.summary(entry, mark, config.topics.dlq, args.reveal_url)
-        out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        out.write(render.json_line(doc) + "\n")
     else:
         out.write(render.table_row(entry, mark) + "\n")
 
@@ -77,5 +76,5 @@ def cmd_show(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO)
         return EXIT_FAILURE
     for entry in entries:
         doc = render.show_doc(entry, mark_for(entry, marks), config.topics.dlq, args.reveal_url)
-        out.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        out.write(render.json_document(doc) + "\n")
     return EXIT_OK

@@ -1,7 +1,10 @@
 """What people see: the ``list`` table and JSON lines, the ``show`` document, the counts line.
 
 Attachment URLs are shown without their query string (presigned URLs carry
-credentials) unless ``--reveal-url``; control characters never reach the table.
+credentials) unless ``--reveal-url``. Every string a dead letter carries is hostile: the
+table passes it through :func:`kafkapipe.printable.printable` and the JSON outputs through
+:func:`kafkapipe.printable.json_text`, so no control, bidi or zero-width character reaches a
+terminal raw.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from kafkapipe.dlq.entries import DeadLetter
 from kafkapipe.dlq.replaylog import ReplayMark
 from kafkapipe.log import redact_url
 from kafkapipe.messages import format_ts
+from kafkapipe.printable import json_text, printable
 
 MESSAGE_WIDTH = 50
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _URL = re.compile(r"https?://[^\s\"'<>]+", re.IGNORECASE)
 _TABLE = "{:<16} {:<32} {:<12} {:<" + str(MESSAGE_WIDTH) + "} {:<29} {}"
 
@@ -34,7 +37,7 @@ def table_row(entry: DeadLetter, mark: ReplayMark | None) -> str:
         _clean(entry.category),
         _clean(redact(entry.message), MESSAGE_WIDTH),
         _ts(entry.failed_at),
-        mark.replayed_at if mark else "",
+        _clean(mark.replayed_at) if mark else "",
     ).rstrip()
 
 
@@ -81,6 +84,16 @@ def show_doc(entry: DeadLetter, mark: ReplayMark | None, dlq_topic: str, reveal:
     return doc if reveal else redact(doc)
 
 
+def json_line(doc: dict[str, Any]) -> str:
+    """One ``list --json`` line."""
+    return json_text(doc)
+
+
+def json_document(doc: dict[str, Any]) -> str:
+    """The ``show`` output."""
+    return json_text(doc, indent=2)
+
+
 def counts_line(counts: dict[str, int]) -> str:
     return " ".join(f"{name}={value}" for name, value in counts.items())
 
@@ -106,7 +119,7 @@ def _json_or_none(raw: bytes | None) -> Any:
 
 
 def _clean(text: str, width: int | None = None) -> str:
-    text = _CONTROL.sub(" ", text).strip()
+    text = printable(text.strip())
     if width is not None and len(text) > width:
         text = text[: width - 1] + "…"
     return text

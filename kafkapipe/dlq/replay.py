@@ -24,6 +24,7 @@ from kafkapipe.dlq.replaylog import ensure_replay_log, mark_for, read_marks, rec
 from kafkapipe.dlq.sending import Deliveries, Outgoing, deliver
 from kafkapipe.kafka.clients import headers, make_producer
 from kafkapipe.messages import SCHEMA_TASK, DownloadTask, ErrorInfo, dumps, evolve, format_ts, utcnow
+from kafkapipe.printable import printable
 
 _COUNTS = ("matched", "replayed", "already_replayed", "undecodable", "failed", "not_found")
 
@@ -54,7 +55,7 @@ def cmd_replay(args: argparse.Namespace, config: Config, out: TextIO, err: TextI
         missing = sorted(set(args.task_ids or ()) - seen)
         counts["not_found"] = len(missing)
         for task_id in missing:
-            err.write(f"kafkapipe dlq replay: no dead letter for task {task_id}\n")
+            err.write(f"kafkapipe dlq replay: no dead letter for task {printable(task_id)}\n")
         if args.dry_run:
             _dry_run(args, config, chosen, counts, out)
             return EXIT_FAILURE if missing else EXIT_OK
@@ -112,7 +113,7 @@ def _dry_run(
     args: argparse.Namespace, config: Config, chosen: dict[str, list[DeadLetter]], counts: dict[str, int], out: TextIO
 ) -> None:
     for task_id, entries in chosen.items():
-        out.write(f"would replay {task_id} from {config.topics.dlq}:{_latest(entries).coordinate}\n")
+        out.write(f"would replay {printable(task_id)} from {config.topics.dlq}:{_latest(entries).coordinate}\n")
     counts["would_replay"] = len(chosen)
     audit("replay", config, dry_run=True, counts=counts, task_ids=list(chosen), **_selection(args))
     out.write(counts_line(counts) + "\n")
@@ -159,12 +160,12 @@ def _write_outcome(
 ) -> None:
     for task_id in (t for t in chosen if sent.ok(t)):
         out.write(
-            f"replayed {task_id} from {config.topics.dlq}:{_latest(chosen[task_id]).coordinate} "
+            f"replayed {printable(task_id)} from {config.topics.dlq}:{_latest(chosen[task_id]).coordinate} "
             f"-> {sent.where(task_id)}\n"
         )
     for task_id in (t for t in chosen if not sent.ok(t)):
         err.write(
-            f"kafkapipe dlq replay: task {task_id} not delivered: "
+            f"kafkapipe dlq replay: task {printable(task_id)} not delivered: "
             f"{sent.error(task_id) or 'no delivery report in time'}\n"
         )
     if unrecorded:

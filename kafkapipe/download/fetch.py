@@ -10,9 +10,9 @@ the first :data:`~kafkapipe.security.filetypes.SNIFF_BYTES` for the type
 check): large bodies are written by a second thread at most
 :data:`WRITE_BEHIND_DEPTH` chunks behind the socket.
 
-The request asks for ``Accept-Encoding: identity``; a server that encodes the
-body anyway has it decoded (urllib3 bounds each decompression step), and
-``max_bytes`` counts the decoded bytes, so a compression bomb is cut off too.
+The request asks for ``Accept-Encoding: identity``; a body encoded anyway is
+refused unread (see :mod:`kafkapipe.download.http`), so a compression bomb
+costs nothing.
 
 ``fetch`` never commits the writer: the caller commits after success, and the
 writer's context manager aborts it when ``fetch`` raises, so a rejected
@@ -39,7 +39,7 @@ from kafkapipe.download.classify import REDIRECT_STATUSES, classify_exception, c
 from kafkapipe.download.http import Deadline, HttpClient
 from kafkapipe.errors import PermanentError, TransientError, ValidationError
 from kafkapipe.log import redact_url
-from kafkapipe.security.filetypes import SNIFF_BYTES, check_type
+from kafkapipe.security.filetypes import SNIFF_BYTES, canonical_extension, check_type
 from kafkapipe.security.presigned import check_expiry
 from kafkapipe.security.urls import ParsedUrl, Resolver, UrlValidator, ValidatedUrl
 from kafkapipe.storage.base import BlobWriter
@@ -61,6 +61,7 @@ class FetchOutcome:
     content_type: str | None
     file_type: str | None
     final_url: str
+    extension: str = ""  # the stored name's, from the detected type (kafkapipe.paths.stored_path)
 
 
 class Fetcher:
@@ -189,6 +190,7 @@ class Fetcher:
             content_type=content_type,
             file_type=file_type,
             final_url=parsed.redacted,
+            extension=sink.extension,
         )
 
     def _chunks(self, response: urllib3.BaseHTTPResponse, deadline: Deadline, where: str) -> Iterator[bytes]:
@@ -285,6 +287,7 @@ class _Sink:
         self.hasher = hashlib.sha256()
         self.total = 0
         self.file_type: str | None = None
+        self.extension = ""
         self._head = bytearray()
         self._behind: _WriteBehind | None = None
 
@@ -296,14 +299,24 @@ class _Sink:
         if self.file_type is not None:
             self._write(chunk)
         elif not self._head and len(chunk) >= SNIFF_BYTES:
-            self.file_type = self.judge(bytes(chunk[:SNIFF_BYTES]))
+            self._decide(bytes(chunk[:SNIFF_BYTES]))
             self._write(chunk)
         else:
             self._head += chunk
             if len(self._head) >= SNIFF_BYTES:
-                self.file_type = self.judge(bytes(self._head[:SNIFF_BYTES]))
+                self._decide(bytes(self._head[:SNIFF_BYTES]))
                 self._write(bytes(self._head))
                 self._head = bytearray()
+
+    def _decide(self, head: bytes) -> None:
+        """The type, and so the stored name's extension, before the first byte reaches storage."""
+        file_type = self.judge(head)
+        try:
+            self.extension = canonical_extension(file_type)
+        except ValidationError as exc:
+            raise ValidationError(exc.message, http_status=self.status) from None
+        self.writer.use_extension(self.extension)
+        self.file_type = file_type
 
     def _write(self, chunk: bytes) -> None:
         if self._behind is None and self.total > WRITE_BEHIND_AFTER:
@@ -315,7 +328,7 @@ class _Sink:
 
     def finish(self) -> str:
         if self.file_type is None:
-            self.file_type = self.judge(bytes(self._head))
+            self._decide(bytes(self._head))
             if self._head:
                 self._write(bytes(self._head))
             self._head = bytearray()

@@ -19,6 +19,13 @@ blocked read in the download thread whatever phase it is in (TLS handshake,
 headers, body). The duplicate is ours, closed only under the deadline's lock,
 so a descriptor number reused by another connection is never touched.
 
+Content encodings: the request asks for ``Accept-Encoding: identity`` and a
+body is never decoded. A successful response that is gzip/deflate/br-encoded
+anyway is refused (``validation``) before a byte of it is read: decoding
+would let a small compression bomb cost CPU and disk up to ``max_bytes``, and
+storing the raw encoded bytes would only be refused later as an unknown type
+with a message that hides the cause.
+
 Create the client after ``fork()`` (as every Kafka client is): its watchdog
 thread and pooled sockets belong to the process that made them.
 """
@@ -40,7 +47,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from kafkapipe.config import DownloadConfig
-from kafkapipe.errors import TransientError
+from kafkapipe.errors import TransientError, ValidationError
 from kafkapipe.security.urls import ParsedUrl
 
 
@@ -260,7 +267,7 @@ class HttpClient:
         headers = {**self._headers, "Host": parsed.host_header}
         self._current.deadline = deadline
         try:
-            return pool.urlopen(
+            response = pool.urlopen(
                 "GET",
                 parsed.request_target,
                 headers=headers,
@@ -268,12 +275,14 @@ class HttpClient:
                 redirect=False,
                 timeout=timeout,
                 preload_content=False,
-                decode_content=True,
+                decode_content=False,
                 release_conn=False,
                 assert_same_host=False,
             )
         finally:
             self._current.deadline = None
+        _refuse_encoded(response)
+        return response
 
     def _pool(self, scheme: str, address: str, port: int, host: str) -> HTTPConnectionPool:
         key = (scheme, address, port, host)
@@ -319,3 +328,16 @@ class HttpClient:
         for pool in pools:
             pool.close()
         self._watchdog.stop()
+
+
+def _refuse_encoded(response: urllib3.BaseHTTPResponse) -> None:
+    """ValidationError for a 2xx body sent with a content encoding although identity was asked."""
+    encodings = [e.strip().lower() for e in response.headers.get("Content-Encoding", "").split(",")]
+    if not 200 <= response.status < 300 or all(e in ("", "identity") for e in encodings):
+        return
+    response.close()
+    response.release_conn()
+    shown = ", ".join(e for e in encodings if e)[:64]
+    raise ValidationError(
+        f"Content-Encoding {shown!a} refused: the request asked for identity", http_status=response.status
+    )

@@ -50,13 +50,16 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import attrs
 import idna
 
-from kafkapipe.config import DownloadConfig
 from kafkapipe.errors import TransientError, ValidationError
+
+if TYPE_CHECKING:  # config validates host names with this module: no import cycle at run time
+    from kafkapipe.config import DownloadConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Iterable[str]]
@@ -95,6 +98,7 @@ METADATA_NETWORKS = tuple(
         "168.63.129.16/32",  # Azure WireServer (a public address)
         "192.0.0.192/32",  # Oracle Cloud
         "fd00:ec2::/32",  # AWS Nitro IPv6 endpoints (IMDS fd00:ec2::254)
+        "fd20:ce::254/128",  # GCP metadata over IPv6
     )
 )
 

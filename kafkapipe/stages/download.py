@@ -23,7 +23,9 @@ from kafkapipe.errors import ErrorCategory, PipelineError, ValidationError, cate
 from kafkapipe.kafka.loop import Again, Complete, Done, Output, Verdict
 from kafkapipe.log import context, redact_url
 from kafkapipe.messages import DownloadTask, ErrorInfo, InvalidMessage, loads
+from kafkapipe.paths import stored_path
 from kafkapipe.resilience import CircuitBreakers
+from kafkapipe.security.tasks import check_task
 from kafkapipe.stages.outcomes import Outcomes, raw_dead_letter
 from kafkapipe.storage import open_storage
 
@@ -80,6 +82,7 @@ class DownloadStage:
         started = time.monotonic()
         host = self._host(task.attachment_url)
         try:
+            check_task(task)  # its blob_path came off a topic: re-derived, never trusted
             self.breakers.before(host)
             with self.storage.open_writer(task.blob_path) as writer:
                 outcome = self.fetcher.fetch(task.attachment_url, writer)
@@ -93,10 +96,11 @@ class DownloadStage:
             return Done(self.outcomes.permanent(task, error, started))
         self.breakers.record_success(host)
         metrics.DOWNLOAD_BYTES.inc(outcome.bytes)
-        log.info("stored %s (%d bytes)", task.blob_path, outcome.bytes)
+        stored = stored_path(task.blob_path, outcome.extension)
+        log.info("stored %s (%d bytes)", stored, outcome.bytes)
         return Done(self.outcomes.success(
             task, started, http_status=outcome.http_status, bytes=outcome.bytes, sha256=outcome.sha256,
-            content_type=outcome.content_type, file_type=outcome.file_type,
+            content_type=outcome.content_type, file_type=outcome.file_type, blob_path=stored,
         ))
 
     def _host(self, url: str) -> str:

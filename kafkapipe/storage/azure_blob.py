@@ -50,6 +50,7 @@ from kafkapipe.config import CREDENTIAL_KINDS, MAX_BLOCK_SIZE, MAX_BLOCKS, Azure
 from kafkapipe.download.classify import parse_retry_after
 from kafkapipe.errors import AuthError, ConfigError, PermanentError, PipelineError, TransientError
 from kafkapipe.log import redact_url
+from kafkapipe.paths import check_relative, stored_path
 from kafkapipe.storage.base import BlobWriter, Storage
 
 logger = logging.getLogger(__name__)
@@ -280,6 +281,12 @@ class AzureBlobStorage(Storage):
         return session
 
     def blob_url(self, blob_path: str) -> str:
+        """The blob's URL; ValidationError for a path with ``.``/``..``/empty segments (see paths.check_relative).
+
+        Checked here, before any URL exists: an HTTP client collapses ``..`` and the request
+        would land in another container.
+        """
+        check_relative(blob_path)
         name = f"{self.prefix}/{blob_path}" if self.prefix else blob_path
         return f"{self.account_url}/{quote(self.container, safe='')}/{quote(name, safe='/')}"
 
@@ -424,11 +431,17 @@ class AzureBlobWriter(BlobWriter):
 
     def __init__(self, storage: AzureBlobStorage, blob_path: str) -> None:
         self._storage = storage
+        self._blob_path = blob_path
         self._url = storage.blob_url(blob_path)
         self._nonce = secrets.token_hex(16)
         self._ids: list[str] = []
         self._buffer = bytearray()
         self._state = "open"  # open → committed | aborted | failed
+
+    def use_extension(self, extension: str) -> None:
+        if self._ids or self._buffer or self._state != "open":
+            raise PermanentError(f"azure blob writer for {redact_url(self._url)}: named after the first write")
+        self._url = self._storage.blob_url(stored_path(self._blob_path, extension))
 
     def block_id(self, index: int) -> str:
         # 32 hex + "-" + 15 digits = 48 bytes → 64 base64 characters, no padding, every id.

@@ -26,6 +26,13 @@ class BlobWriter(abc.ABC):
     def abort(self) -> None:
         """Discard everything written; never raises."""
 
+    def use_extension(self, extension: str) -> None:  # noqa: B027 - optional hook
+        """Store under the opened name with ``extension`` (:func:`kafkapipe.paths.stored_path`).
+
+        Called once the body's type is known, before the first write; a writer never
+        told keeps the name it was opened with.
+        """
+
     def __enter__(self) -> BlobWriter:
         return self
 

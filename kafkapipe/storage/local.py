@@ -4,16 +4,23 @@ Bodies are written to ``.incoming`` (same filesystem, so the final rename is ato
 published under their final name only when complete. A process killed mid-download leaves
 its temp file there, never beside the published files; :meth:`LocalStorage.sweep` removes
 those once they are older than any live download can be.
+
+Paths are checked by :func:`kafkapipe.paths.check_relative` and then walked folder by folder
+with ``O_NOFOLLOW`` from the root: nothing is written outside the root, through a symlink, or
+into folders a failed download created.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
 
-from kafkapipe.errors import AuthError, PermanentError, TransientError
+from kafkapipe.errors import AuthError, PermanentError, TransientError, ValidationError
+from kafkapipe.paths import check_relative, stored_name
 from kafkapipe.storage.base import BlobWriter, Storage
 
 INCOMING = ".incoming"
@@ -30,40 +37,113 @@ def _classify_os_error(exc: OSError, where: str) -> Exception:
     return PermanentError(f"storage write failed at {where}: {exc.strerror}")
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _open_folder(root: Path, folders: list[str], *, create: bool, made: list[str] | None = None) -> int | None:
+    """A descriptor of ``root/folders...`` reached one segment at a time, never through a symlink.
+
+    ``create`` makes what is missing (appending each made folder's relative path to ``made``);
+    without it a missing folder gives None. A symlink or a non-directory on the way is refused:
+    nothing resolves outside the root, even if someone plants a link inside it.
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for depth, name in enumerate(folders):
+            if create:
+                try:
+                    os.mkdir(name, dir_fd=fd)
+                    if made is not None:
+                        made.append("/".join(folders[: depth + 1]))
+                except FileExistsError:
+                    pass
+            try:
+                next_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if create:
+                    raise
+                os.close(fd)
+                return None
+            except OSError as exc:
+                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                    raise ValidationError(
+                        f"storage path refused: {'/'.join(folders[: depth + 1])!a} is a symlink or not a directory"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class LocalWriter(BlobWriter):
-    def __init__(self, final: Path, incoming: Path) -> None:
-        self._final = final
+    def __init__(self, root: Path, segments: list[str], incoming: Path) -> None:
+        self._root = root
+        self._folders, self._name = segments[:-1], segments[-1]
+        self._incoming = incoming
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            incoming.mkdir(parents=True, exist_ok=True)
+            incoming.mkdir(parents=True, exist_ok=True)  # makes the root too
+            probe = _open_folder(root, self._folders, create=False)  # a planted symlink fails fast
+            if probe is not None:
+                os.close(probe)
             fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=incoming)
         except OSError as exc:
-            raise _classify_os_error(exc, str(final.parent)) from None
+            raise _classify_os_error(exc, self._where) from None
         self._tmp = Path(tmp)
         self._file = os.fdopen(fd, "wb")
         self._done = False
+
+    @property
+    def _where(self) -> str:
+        return str(self._root.joinpath(*self._folders, self._name))
+
+    def use_extension(self, extension: str) -> None:
+        self._name = stored_name(self._name, extension)
 
     def write(self, chunk: bytes) -> None:
         try:
             self._file.write(chunk)
         except OSError as exc:
-            raise _classify_os_error(exc, str(self._final)) from None
+            raise _classify_os_error(exc, self._where) from None
 
     def commit(self) -> None:
+        made: list[str] = []
         try:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-            os.replace(self._tmp, self._final)
-            dir_fd = os.open(self._final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
+            # Folders appear only now, so a refused or failed download leaves none behind.
+            self._publish(made)
+        except BaseException as exc:
             self.abort()
-            raise _classify_os_error(exc, str(self._final)) from None
+            self._remove_empty(made)
+            if isinstance(exc, OSError):
+                raise _classify_os_error(exc, self._where) from None
+            raise
         self._done = True
+
+    def _publish(self, made: list[str]) -> None:
+        folder = _open_folder(self._root, self._folders, create=True, made=made)
+        assert folder is not None
+        try:
+            # Relative to descriptors: a symlink swapped in after the check is never followed.
+            incoming = os.open(self._incoming, _DIR_FLAGS)
+            try:
+                os.replace(self._tmp.name, self._name, src_dir_fd=incoming, dst_dir_fd=folder)
+            finally:
+                os.close(incoming)
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+    def _remove_empty(self, made: list[str]) -> None:
+        for relative in reversed(made):
+            try:
+                os.rmdir(self._root / relative)
+            except OSError:  # another writer put something there meanwhile
+                return
 
     def abort(self) -> None:
         if self._done:
@@ -82,10 +162,10 @@ class LocalStorage(Storage):
         self.incoming = self.root / INCOMING
 
     def _path(self, blob_path: str) -> Path:
-        return self.root / blob_path
+        return self.root.joinpath(*check_relative(blob_path))
 
     def open_writer(self, blob_path: str) -> LocalWriter:
-        return LocalWriter(self._path(blob_path), self.incoming)
+        return LocalWriter(self.root, check_relative(blob_path), self.incoming)
 
     def sweep(self, older_than: float) -> int:
         """Remove temp files untouched for ``older_than`` seconds; returns how many.
@@ -109,7 +189,10 @@ class LocalStorage(Storage):
         return removed
 
     def exists(self, blob_path: str) -> bool:
-        return self._path(blob_path).is_file()
+        try:
+            return stat.S_ISREG(os.lstat(self._path(blob_path)).st_mode)
+        except FileNotFoundError:
+            return False
 
     def describe(self, blob_path: str) -> str:
         return str(self._path(blob_path))

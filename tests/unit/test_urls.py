@@ -158,6 +158,8 @@ NUMERIC_AND_IP_FORMS = [
     ("http://[fc00::1]/", "unique-local"),
     ("http://[fd12:3456::1]/", "unique-local"),
     ("http://[fd00:ec2::254]/", "metadata"),
+    ("http://[fd20:ce::254]/", "metadata"),
+    ("http://[FD20:00CE:0000::0254]/", "metadata"),
     ("http://[ff02::1]/", "multicast"),
     ("http://[100::1]/", "discard"),
     ("http://[2001:db8::1]/", "documentation"),
@@ -267,6 +269,7 @@ NAME_FORMS = [
     ("http://mapped.example/", {"mapped.example": ["::ffff:10.0.0.1"]}, "private"),
     ("http://imds.example/", {"imds.example": ["169.254.169.254"]}, "metadata"),
     ("http://imds6.example/", {"imds6.example": ["fd00:ec2::254"]}, "metadata"),
+    ("http://gcp6.example/", {"gcp6.example": ["fd20:ce::254"]}, "metadata"),
     ("http://zero.example/", {"zero.example": ["0.0.0.0"]}, "unspecified"),
     ("http://scoped.example/", {"scoped.example": ["fe80::1%eth0"]}, "scoped"),
     ("http://home.example/", {"home.example": ["192.168.0.10"]}, "private"),
@@ -627,3 +630,12 @@ def test_expired_presigned_url_is_refused_by_the_fetcher_before_dns() -> None:
     finally:
         fetcher.close()
     assert resolver.calls == []
+
+
+def test_gcp_ipv6_metadata_is_refused_even_inside_allow_cidrs() -> None:
+    config = DownloadConfig(allowed_schemes=["http"], allowed_ports=[80], allow_cidrs=["fd20::/16", "fc00::/7"])
+    validator = UrlValidator(config, StubResolver({"gcp6.example": ["fd20:ce::254"]}))
+    assert validator.check("http://[fd20:ce::253]/").address == "fd20:ce::253"
+    for url in ("http://[fd20:ce::254]/", "http://gcp6.example/"):
+        with pytest.raises(ValidationError, match="metadata"):
+            validator.check(url)

@@ -1,0 +1,113 @@
+"""A task's blob_path is re-derived, never trusted; storage backends refuse paths that leave their root."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kafkapipe import paths
+from kafkapipe.errors import ValidationError
+from kafkapipe.messages import DownloadTask, make_task_id
+from kafkapipe.security.tasks import check_task
+
+WHEN = datetime(2026, 11, 25, 19, 9, 22, tzinfo=UTC)
+URL = "https://files.example.com/claims/invoice.pdf?X-Amz-Signature=abc"
+
+
+def task(**changes: object) -> DownloadTask:
+    task_id = make_task_id("trace-1", URL)
+    good = DownloadTask(
+        task_id=task_id, trace_id="trace-1", attachment_url=URL,
+        blob_path=paths.blob_path(task_id, "trace-1", URL, "xact", WHEN),
+        event_type="t", event_subtype="s", source_system="xact", original_timestamp=WHEN, created_at=WHEN,
+    )
+    return attrs.evolve(good, **changes)
+
+
+HOSTILE_PATHS = [
+    "../../x",
+    "/tmp/x",
+    "xact/2026/11/25/trace-1/../../../../inventory.sqlite3",
+    "xact/2026/11/25/trace-1/%2e%2e/%2e%2e/x",
+    "xact\\2026\\11\\25\\x.pdf",
+    "..\\..\\x",
+    "xact/2026/11/25/trace-1/x\x00.pdf",
+    "xact/2026/11/25/trace-1/" + "a" * 1100,
+    "xact//2026/x",
+    "xact/./2026/x",
+    "",
+    "xact/2026/11/25/trace-1/invoice\u202efdp.exe",
+]
+
+
+def test_a_task_from_ingest_passes() -> None:
+    check_task(task())
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_PATHS)
+def test_a_hostile_blob_path_is_refused(hostile: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        check_task(task(blob_path=hostile))
+    assert caught.value.category == "validation"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"blob_path": "xact/2026/11/25/trace-1/other.pdf"},  # well formed, but not this task's
+        {"source_system": "other"},
+        {"original_timestamp": datetime(2025, 1, 1, tzinfo=UTC)},
+        {"attachment_url": "https://files.example.com/claims/other.pdf"},
+        {"task_id": "../../etc"},
+    ],
+)
+def test_a_blob_path_that_is_not_what_the_fields_derive_is_refused(changes: dict) -> None:
+    with pytest.raises(ValidationError, match="blob_path refused"):
+        check_task(task(**changes))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_any_other_blob_path_is_refused(text: str) -> None:
+    candidate = task(blob_path=text)
+    if text == task().blob_path:
+        check_task(candidate)
+    else:
+        with pytest.raises(ValidationError):
+            check_task(candidate)
+
+
+@pytest.mark.parametrize("hostile", [*HOSTILE_PATHS, "a/b/", "a/%2e%2e/b"])
+def test_check_relative_refuses_what_could_leave_a_root(hostile: str) -> None:
+    with pytest.raises(ValidationError, match="storage path refused"):
+        paths.check_relative(hostile)
+
+
+def test_check_relative_gives_the_segments_of_a_good_path() -> None:
+    assert paths.check_relative("xact/2026/11/25/t-a.pdf") == ["xact", "2026", "11", "25", "t-a.pdf"]
+
+
+@pytest.mark.parametrize(
+    ("blob_path", "extension", "stored"),
+    [
+        ("x/t-invoice.scr", "pdf", "x/t-invoice.pdf"),
+        ("x/t-run.ps1", "txt", "x/t-run.txt"),
+        ("x/t-claim.hta", "pdf", "x/t-claim.pdf"),
+        ("x/t-photo.jpeg", "jpg", "x/t-photo.jpg"),
+        ("x/t-invoice.pdf.exe", "pdf", "x/t-invoice_pdf.pdf"),
+        ("x/t-download", "pdf", "x/t-download.pdf"),
+        ("t-a.pdf", "pdf", "t-a.pdf"),
+    ],
+)
+def test_the_stored_name_takes_the_detected_types_extension(blob_path: str, extension: str, stored: str) -> None:
+    assert paths.stored_path(blob_path, extension) == stored
+
+
+@pytest.mark.parametrize("extension", ["", "p/df", "..", "PDF", "toolongext"])
+def test_stored_path_takes_only_a_plain_extension(extension: str) -> None:
+    with pytest.raises(ValueError):
+        paths.stored_path("x/t-a.pdf", extension)
