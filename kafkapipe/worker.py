@@ -18,6 +18,7 @@ from collections.abc import Callable
 import attrs
 
 from kafkapipe.config import STAGES, Config
+from kafkapipe.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ def run_worker(config: Config, stage: str, control: WorkerControl) -> int:
 
     try:
         runner = build_stage(config, stage, control)
+    except ConfigError as exc:  # e.g. the inventory's schema is not this version's: no retry helps
+        log.error("stage %s cannot start: %s", stage, exc)
+        return EXIT_CONFIG
     except Exception:
         log.exception("stage %s failed to boot", stage)
         return EXIT_BOOT_ERROR
