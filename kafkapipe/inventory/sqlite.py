@@ -1,13 +1,17 @@
 """SQLite inventory: table ``attachments`` in one file, for a results stage on one VM.
 
 WAL mode and a busy timeout let several results processes and readers share the file;
-``BEGIN IMMEDIATE`` serialises the writers. ``secure_delete`` overwrites what an update
+``BEGIN IMMEDIATE`` serialises the writers. One connection per object, shared by its threads
+under a lock (a download thread pool asking :meth:`lookup` must not interleave with a batch's
+transaction). ``secure_delete`` overwrites what an update
 replaces, so a value removed by a migration does not linger in free pages.
 """
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+import threading
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -67,13 +71,23 @@ WHERE attachments.status != 'success'
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM attachments"
 
 
+def _locked(method):
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return call
+
+
 class SqliteInventory:
     backend = "sqlite"
 
     def __init__(self, path: str | Path, timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA secure_delete=ON")
@@ -84,17 +98,20 @@ class SqliteInventory:
             self.migrate()
 
     # ------------------------------------------------------------------ schema
+    @_locked
     def schema_version(self) -> int:
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "inventory_schema" in tables:
             return self._db.execute("SELECT COALESCE(MAX(version), 0) FROM inventory_schema").fetchone()[0]
         return 1 if "attachments" in tables else 0
 
+    @_locked
     def check_schema(self) -> None:
         found = self.schema_version()
         if found != LATEST:
             raise mismatch(self.backend, found, LATEST)
 
+    @_locked
     def migrate(self) -> list[int]:
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -120,6 +137,7 @@ class SqliteInventory:
         return applied
 
     # ------------------------------------------------------------------ writing
+    @_locked
     def upsert(self, results: Iterable[DownloadResult]) -> int:
         now = _now()
         rows = [_params(r, now) for r in results]
@@ -141,18 +159,22 @@ class SqliteInventory:
         return len(rows)
 
     # ------------------------------------------------------------------ reading
+    @_locked
     def lookup(self, task_id: str) -> InventoryRow | None:
         row = self._db.execute(f"{SELECT} WHERE task_id = ?", (task_id,)).fetchone()
         return _row(row) if row else None
 
+    @_locked
     def summary(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT status, COUNT(*) FROM attachments GROUP BY status").fetchall())
 
+    @_locked
     def count(self, status: str | None = None) -> int:
         if status is None:
             return self._db.execute("SELECT COUNT(*) FROM attachments").fetchone()[0]
         return self._db.execute("SELECT COUNT(*) FROM attachments WHERE status = ?", (status,)).fetchone()[0]
 
+    @_locked
     def changed_since(self, since: datetime | None, after_task_id: str = "", limit: int = 10_000) -> list[InventoryRow]:
         key = (format_ts(since) if since else "", after_task_id)
         cur = self._db.execute(
@@ -160,6 +182,7 @@ class SqliteInventory:
         )
         return [_row(r) for r in cur.fetchall()]
 
+    @_locked
     def close(self) -> None:
         self._db.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -129,3 +130,33 @@ def _set_version(config, inv, version: int) -> None:
     with inv._pool.connection() as conn:
         conn.execute("DELETE FROM inventory_schema")
         conn.execute("INSERT INTO inventory_schema (version) VALUES (%s)", (version,))
+
+
+def test_lookups_from_many_threads_while_batches_are_written(inv):
+    """The download stage's pre-download check asks from its thread pool while results are written."""
+    written = [f"t{i:04}" for i in range(400)]
+    errors: list[BaseException] = []
+
+    def writer():
+        try:
+            for start in range(0, len(written), 40):
+                inv.upsert([result("success", T0, task_id=t) for t in written[start:start + 40]])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def reader():
+        try:
+            for task in written:
+                row = inv.lookup(task)
+                assert row is None or row.task_id == task
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors[:3]
+    assert all(inv.lookup(t).status == "success" for t in written)
