@@ -241,7 +241,7 @@ def _postgres_local(tmp_path_factory):
     try:
         yield out["dsn"]
     finally:
-        _run_script("postgres-local", "stop", "--dir", str(state), timeout=60, check=False)
+        _run_script("postgres-local", "stop", "--dir", str(state), "--purge", timeout=60, check=False)
 
 
 @pytest.fixture(scope="session")
