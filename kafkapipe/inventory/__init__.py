@@ -6,8 +6,6 @@ interface; the backend is chosen by ``[inventory] backend`` and nowhere else.
 
 from __future__ import annotations
 
-from psycopg.conninfo import make_conninfo
-
 from kafkapipe.auth.credentials import SecretSource
 from kafkapipe.config import InventoryConfig
 from kafkapipe.errors import AuthError, ConfigError
@@ -45,6 +43,8 @@ def open_inventory(config: InventoryConfig, *, check_schema: bool = True) -> Inv
 
 def conninfo(config: InventoryConfig) -> str:
     """The libpq connection string: the DSN from its secret source plus the TLS settings."""
+    from psycopg.conninfo import make_conninfo
+
     pg = config.postgresql
     try:
         dsn = SecretSource(WHERE, "dsn", pg.dsn_env, pg.dsn_file).read()
