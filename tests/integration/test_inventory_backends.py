@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from inventoryhelpers import BACKENDS, T0, inventory_config, result
 
 from kafkapipe.inventory import SchemaMismatch, open_inventory
@@ -160,3 +163,31 @@ def test_lookups_from_many_threads_while_batches_are_written(inv):
     assert not any(t.is_alive() for t in threads)
     assert not errors, errors[:3]
     assert all(inv.lookup(t).status == "success" for t in written)
+
+
+_delivery = st.tuples(
+    st.sampled_from(["success", "failed_transient", "failed_permanent"]),
+    st.integers(min_value=0, max_value=5),  # completed_at, seconds after T0 (ties included)
+    st.integers(min_value=1, max_value=4),  # attempt
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(deliveries=st.lists(_delivery, min_size=1, max_size=8), cut=st.integers(min_value=1, max_value=8))
+def test_any_delivery_order_ends_in_the_rule_s_row(inv, deliveries, cut):
+    """Redeliveries in any order and any batching: a success stays; else the latest failure."""
+    task = f"prop-{uuid.uuid4().hex}"
+    results = [result(s, T0 + timedelta(seconds=at), attempt, task) for s, at, attempt in deliveries]
+    for start in range(0, len(results), cut):
+        inv.upsert(results[start:start + cut])
+    row = inv.lookup(task)
+    successes = [(r.completed_at, r.attempt) for r in results if r.status == "success"]
+    if successes:
+        assert row.status == "success" and (row.completed_at, row.attempt) in successes
+        first = next(r for r in results if r.status == "success")
+        assert (row.completed_at, row.attempt) == (first.completed_at, first.attempt), "the first success stays"
+    else:
+        latest = max(r.completed_at for r in results)
+        last_latest = [r for r in results if r.completed_at == latest][-1]
+        assert (row.status, row.completed_at, row.attempt) == (
+            last_latest.status, last_latest.completed_at, last_latest.attempt)
