@@ -90,3 +90,22 @@ def test_a_new_sqlite_file_is_created_at_the_latest_version(tmp_path):
     assert inventory.schema_version() == max(MIGRATIONS)
     inventory.check_schema()
     inventory.close()
+
+
+def test_the_dsn_comes_from_its_env_var_with_tls_settings_passed_through(monkeypatch):
+    from psycopg.conninfo import conninfo_to_dict
+
+    from kafkapipe.config import PostgresInventoryConfig
+    from kafkapipe.errors import ConfigError
+    from kafkapipe.inventory import conninfo
+
+    pg = PostgresInventoryConfig(dsn_env="INV_DSN", sslmode="verify-full", sslrootcert="/etc/ca.pem",
+                                 connect_timeout=7.0)
+    config = InventoryConfig(backend="postgresql", postgresql=pg)
+    monkeypatch.delenv("INV_DSN", raising=False)
+    with pytest.raises(ConfigError, match=r"inventory\.postgresql\.dsn_env: environment variable INV_DSN"):
+        conninfo(config)
+    monkeypatch.setenv("INV_DSN", "postgresql://app:pw@db.internal:5432/claims")
+    params = conninfo_to_dict(conninfo(config))
+    assert params["sslmode"] == "verify-full" and params["sslrootcert"] == "/etc/ca.pem"
+    assert params["host"] == "db.internal" and params["dbname"] == "claims" and params["connect_timeout"] == "7"
