@@ -296,7 +296,7 @@ class PostgresInventoryConfig:
 class InventoryExportConfig:
     # Rows changed this long before the last export's newest row are read again: covers
     # transactions that committed late and clocks of several writers. Merging is idempotent.
-    overlap: float = field(default=600.0, validator=_non_negative)
+    overlap: float = field(default=120.0, validator=_non_negative)
 
 
 @frozen

@@ -84,7 +84,7 @@ def test_export_merges_incrementally_and_a_rerun_adds_no_duplicate(setup, tmp_pa
 @pytest.mark.parametrize("fmt", ["delta", "parquet"])
 def test_rows_read_again_within_the_overlap_are_merged_not_appended(setup, tmp_path, fmt):
     inventory, config_path = setup
-    config_path.write_text(to_toml({"inventory": as_table(inventory)}))  # default overlap: 10 minutes
+    config_path.write_text(to_toml({"inventory": as_table(inventory)}))  # default overlap: 2 minutes
     target = tmp_path / ("table" if fmt == "delta" else "inventory.parquet")
     write(inventory, [result("success", T0, 1, f"t{i}") for i in range(12)])
     assert export(config_path, target, fmt) == 12
