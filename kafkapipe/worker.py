@@ -18,7 +18,6 @@ from collections.abc import Callable
 import attrs
 
 from kafkapipe.config import STAGES, Config
-from kafkapipe.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +62,12 @@ def run_worker(config: Config, stage: str, control: WorkerControl) -> int:
     if stage not in STAGES:
         log.error("unknown stage %r (expected one of %s)", stage, ", ".join(STAGES))
         return EXIT_CONFIG
+    from kafkapipe.inventory import SchemaMismatch
     from kafkapipe.stages import build_stage
 
     try:
         runner = build_stage(config, stage, control)
-    except ConfigError as exc:  # e.g. the inventory's schema is not this version's: no retry helps
+    except SchemaMismatch as exc:  # another version's schema: no restart can help, only a migration
         log.error("stage %s cannot start: %s", stage, exc)
         return EXIT_CONFIG
     except Exception:
