@@ -10,8 +10,10 @@ between two pages leaves a watermark that matches what was committed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,6 +24,7 @@ from attrs import frozen
 from kafkapipe.config import Config
 from kafkapipe.inventory.base import Inventory
 from kafkapipe.inventory.records import InventoryRow
+from kafkapipe.log import scrub
 
 WATERMARK_KEY = "kafkapipe.watermark"
 PAGE = 50_000
@@ -114,19 +117,19 @@ class DeltaTarget:
     def watermark(self) -> Watermark | None:
         from deltalake import DeltaTable
 
-        if not DeltaTable.is_deltatable(self.uri, storage_options=self.options):
-            return None
-        for commit in DeltaTable(self.uri, storage_options=self.options).history(HISTORY_SCAN):
-            if WATERMARK_KEY in commit:
-                return Watermark.loads(commit[WATERMARK_KEY])
+        with _failures_named(self.uri):
+            if not DeltaTable.is_deltatable(self.uri, storage_options=self.options):
+                return None
+            for commit in DeltaTable(self.uri, storage_options=self.options).history(HISTORY_SCAN):
+                if WATERMARK_KEY in commit:
+                    return Watermark.loads(commit[WATERMARK_KEY])
         return None
 
     def merge(self, table: pa.Table, mark: Watermark) -> None:
         from deltalake import CommitProperties, DeltaTable, write_deltalake
-        from deltalake.exceptions import DeltaError
 
         commit = CommitProperties(custom_metadata={WATERMARK_KEY: mark.dumps()})
-        try:
+        with _failures_named(self.uri):
             if not DeltaTable.is_deltatable(self.uri, storage_options=self.options):
                 write_deltalake(self.uri, table, storage_options=self.options, commit_properties=commit)
                 return
@@ -138,8 +141,6 @@ class DeltaTarget:
                 .when_not_matched_insert_all()
                 .execute()
             )
-        except (OSError, DeltaError) as exc:  # the message may quote storage options: the class only
-            raise ExportError(f"{_shown(self.uri)}: {type(exc).__name__}") from None
 
 
 class ParquetTarget:
@@ -194,6 +195,18 @@ def storage_options(uri: str, config: Config) -> dict[str, str]:
     else:
         raise ExportError(f"storage.azure.credential.kind {credential.kind} cannot authenticate an export")
     return options
+
+
+@contextlib.contextmanager
+def _failures_named(uri: str) -> Iterator[None]:
+    """deltalake's and the OS's errors as ExportError: the target, the class, the first line scrubbed."""
+    from deltalake.exceptions import DeltaError
+
+    try:
+        yield
+    except (OSError, DeltaError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ExportError(f"{_shown(uri)}: {type(exc).__name__}: {scrub(first)}") from None
 
 
 def _shown(uri: str) -> str:

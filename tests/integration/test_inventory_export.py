@@ -90,3 +90,16 @@ def test_rows_read_again_within_the_overlap_are_merged_not_appended(setup, tmp_p
     assert export(config_path, target, fmt) == 12
     assert export(config_path, target, fmt) == 12, "the overlap reads the recent rows again"
     assert len(read_back(target, fmt)) == 12
+
+
+def test_an_unwritable_target_fails_with_exit_1_naming_it(setup, tmp_path):
+    inventory, config_path = setup
+    write(inventory, [result("success", T0, 1, "t1")])
+    (tmp_path / "blocker").write_text("a file where the table's parent directory should be")
+    proc = subprocess.run(
+        [sys.executable, "-m", "kafkapipe.cli", "inventory", "export", "--config", str(config_path),
+         "--to", str(tmp_path / "blocker" / "table")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert proc.returncode == 1
+    assert "export failed" in proc.stderr and "blocker" in proc.stderr and "Traceback" not in proc.stderr
