@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from kafkapipe import config as configmod
 from kafkapipe.errors import ConfigError
@@ -49,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="configuration")
     _with_config(cfg.add_subparsers(dest="action", required=True).add_parser("check"))
 
-    inventory = sub.add_parser("inventory", help="the results inventory")
-    _with_config(inventory.add_subparsers(dest="action", required=True).add_parser("summary"))
+    from kafkapipe import cli_inventory
+
+    cli_inventory.add_parser(sub, _with_config)
 
     from kafkapipe import dlq
 
@@ -131,20 +131,9 @@ def cmd_config(args: argparse.Namespace, config: configmod.Config) -> int:
 
 
 def cmd_inventory(args: argparse.Namespace, config: configmod.Config) -> int:
-    from kafkapipe.inventory import open_inventory
+    from kafkapipe import cli_inventory
 
-    if not Path(config.inventory.path).exists():
-        print(f"kafkapipe: no inventory at {config.inventory.path} yet", file=sys.stderr)
-        return EXIT_FAILURE
-    inventory = open_inventory(config.inventory)
-    try:
-        summary = inventory.summary()
-    finally:
-        inventory.close()
-    for status, count in sorted(summary.items()):
-        print(f"{status:18} {count}")
-    print(f"{'total':18} {sum(summary.values())}")
-    return EXIT_OK
+    return cli_inventory.run(args, config)
 
 
 def cmd_dlq(args: argparse.Namespace, config: configmod.Config) -> int:

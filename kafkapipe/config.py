@@ -312,9 +312,36 @@ class StorageConfig:
 
 
 @frozen
+class PostgresInventoryConfig:
+    """Where the PostgreSQL inventory is. The DSN may carry a password: only where to read it."""
+
+    dsn_env: str = ""
+    dsn_file: str = ""
+    # libpq's TLS settings, passed through as connection parameters; empty = libpq's default.
+    sslmode: str = field(
+        default="", validator=_one_of("", "disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+    )
+    sslrootcert: str = ""
+    sslcert: str = ""
+    sslkey: str = ""
+    connect_timeout: float = field(default=10.0, validator=_positive)
+    pool_min: int = field(default=1, validator=_positive)
+    pool_max: int = field(default=4, validator=_positive)
+
+
+@frozen
+class InventoryExportConfig:
+    # Rows changed this long before the last export's newest row are read again: covers
+    # transactions that committed late and clocks of several writers. Merging is idempotent.
+    overlap: float = field(default=120.0, validator=_non_negative)
+
+
+@frozen
 class InventoryConfig:
-    backend: str = field(default="sqlite", validator=_one_of("sqlite"))
+    backend: str = field(default="sqlite", validator=_one_of("sqlite", "postgresql"))
     path: str = "var/inventory.sqlite3"
+    postgresql: PostgresInventoryConfig = PostgresInventoryConfig()
+    export: InventoryExportConfig = InventoryExportConfig()
 
 
 @frozen

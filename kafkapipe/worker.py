@@ -62,10 +62,14 @@ def run_worker(config: Config, stage: str, control: WorkerControl) -> int:
     if stage not in STAGES:
         log.error("unknown stage %r (expected one of %s)", stage, ", ".join(STAGES))
         return EXIT_CONFIG
+    from kafkapipe.inventory import SchemaMismatch
     from kafkapipe.stages import build_stage
 
     try:
         runner = build_stage(config, stage, control)
+    except SchemaMismatch as exc:  # another version's schema: no restart can help, only a migration
+        log.error("stage %s cannot start: %s", stage, exc)
+        return EXIT_CONFIG
     except Exception:
         log.exception("stage %s failed to boot", stage)
         return EXIT_BOOT_ERROR

@@ -7,6 +7,9 @@ Kafka, in order:
   3. bin/kafka-local: a single-node KRaft broker from the cached Apache Kafka jars, on free
      ports in a temporary directory, stopped at the end of the session.
 Azurite: KAFKAPIPE_TEST_AZURITE (blob endpoint URL), else Docker, else bin/azurite-local.
+PostgreSQL: KAFKAPIPE_TEST_POSTGRES (a DSN whose user may CREATE DATABASE), else
+bin/postgres-local (Debian's postgresql package; as root the server runs as user postgres).
+Each test using it gets a database of its own.
 KAFKAPIPE_TEST_NO_DOCKER=1 skips the Docker step even where an engine answers.
 """
 
@@ -217,3 +220,54 @@ def unique_name():
         return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
     return make
+
+
+# -------------------------------------------------------------------------------- PostgreSQL
+def _postgres_answers(dsn: str) -> bool:
+    import psycopg
+
+    try:
+        psycopg.connect(dsn, connect_timeout=2).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def _postgres_local(tmp_path_factory):
+    state = tmp_path_factory.mktemp("postgres-local")
+    (port,) = _free_ports(1)
+    out = _run_script("postgres-local", "start", "--dir", str(state), "--port", str(port), timeout=120)
+    try:
+        yield out["dsn"]
+    finally:
+        _run_script("postgres-local", "stop", "--dir", str(state), "--purge", timeout=60, check=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(request) -> str:
+    """DSN of the test PostgreSQL server's maintenance database."""
+    env = os.environ.get("KAFKAPIPE_TEST_POSTGRES")
+    if env:
+        try:
+            wait_for(lambda: _postgres_answers(env), 30, "KAFKAPIPE_TEST_POSTGRES to answer")
+        except TimeoutError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        return env
+    return request.getfixturevalue("_postgres_local")
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server) -> str:
+    """DSN of a new, empty database on the test server, dropped after the test."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    name = f"kp_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield make_conninfo(postgres_server, dbname=name)
+    finally:
+        with psycopg.connect(postgres_server, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

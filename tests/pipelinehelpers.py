@@ -224,6 +224,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ inventory
     def rows(self) -> list[dict]:
+        if self.data["inventory"].get("backend") == "postgresql":
+            return self._rows_through_interface()
         if not self.inventory_path.exists():
             return []
         db = sqlite3.connect(self.inventory_path, timeout=10)
@@ -234,6 +236,16 @@ class Pipeline:
             return []
         finally:
             db.close()
+
+    def _rows_through_interface(self) -> list[dict]:
+        from kafkapipe.config import load
+        from kafkapipe.inventory import open_inventory
+
+        inventory = open_inventory(load(self.config_path, environ={}).inventory)
+        try:
+            return [r.as_dict() for r in inventory.changed_since(None, limit=1_000_000)]
+        finally:
+            inventory.close()
 
     def wait_rows(self, count: int, timeout: float = 120, status: str | None = None) -> list[dict]:
         def done():

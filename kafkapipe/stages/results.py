@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from confluent_kafka import Message
 
 from kafkapipe.config import Config
-from kafkapipe.inventory import open_inventory
+from kafkapipe.inventory import InventoryUnavailable, open_inventory
 from kafkapipe.kafka.loop import Again, Complete, Done
 from kafkapipe.messages import DownloadResult, InvalidMessage, loads
 
@@ -35,7 +34,7 @@ class ResultsStage:
                           extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()})
         try:
             self.inventory.upsert(results)
-        except sqlite3.OperationalError as exc:  # locked or full: the batch is retried as a whole
+        except InventoryUnavailable as exc:  # locked, full, unreachable: the batch is retried as a whole
             for msg in messages:
                 complete(msg, Again(f"inventory write failed: {exc}"))
             return
