@@ -5,6 +5,7 @@ from __future__ import annotations
 from kafkapipe import log as logmod
 from kafkapipe.config import Config
 from kafkapipe.kafka.clients import group_id, make_consumer, make_producer
+from kafkapipe.kafka.limits import max_message_bytes
 from kafkapipe.kafka.loop import ConsumeLoop
 from kafkapipe.worker import WorkerControl
 
@@ -44,4 +45,5 @@ def build_stage(config: Config, name: str, control: WorkerControl) -> ConsumeLoo
         control,
         max_in_flight=max_in_flight,
         drain_timeout=max(1.0, config.supervisor.shutdown_timeout - DRAIN_MARGIN),
+        max_message_bytes=max_message_bytes(config, stage.dead_letter_topic),
     )

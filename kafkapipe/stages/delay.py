@@ -14,6 +14,7 @@ does not bury fresh work.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -29,10 +30,15 @@ log = logging.getLogger(__name__)
 LAG_CHECK_EVERY = 5.0
 
 
+# Epoch milliseconds, ASCII digits only, at most 15 of them (past the year 30000): anything
+# else in the header (``²``, 400 digits, a sign) is ignored and the task's own retry_at used.
+_RETRY_AT = re.compile(r"[0-9]{1,15}")
+
+
 def due_time(msg: Message) -> float:
     """Epoch seconds from the ``retry-at`` header; falls back to the task's ``retry_at``."""
     raw = header_map(msg.headers()).get("retry-at")
-    if raw is not None and raw.isdigit():
+    if raw is not None and _RETRY_AT.fullmatch(raw):
         return int(raw) / 1000.0
     task = loads(msg.value() or b"", DownloadTask)
     return task.retry_at.timestamp() if task.retry_at else 0.0
@@ -48,6 +54,7 @@ class DelayStage:
         self.topics = config.topics.retry_topics
         self.pending = config.topics.pending
         self.dlq = config.topics.dlq
+        self.dead_letter_topic = config.topics.dlq
         self.max_lag = config.stages.delay.max_pending_lag
         self._clock = clock
         self._lag_probe: Consumer | None = None

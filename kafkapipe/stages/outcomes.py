@@ -1,4 +1,4 @@
-"""Where a task goes after an attempt (CONTRACT §3), in one place.
+"""Where a task goes after an attempt, in one place.
 
 Every attempt yields a DownloadResult on the results topic; a transient
 failure also yields the task on the next retry topic, and a permanent one
@@ -7,6 +7,7 @@ failure also yields the task on the next retry topic, and a permanent one
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from datetime import UTC, datetime
@@ -35,6 +36,20 @@ from kafkapipe.messages import (
 # Spread retries of a burst of failures; never earlier than the topic's delay.
 MAX_JITTER = 30.0
 JITTER_FRACTION = 0.1
+DEFAULT_MAX_RETRY_AFTER = 3600.0
+
+
+def capped_retry_after(retry_after: float | None, cap: float) -> float | None:
+    """A server's Retry-After we will honour: none if not a finite positive number, at most ``cap``."""
+    if retry_after is None:
+        return None
+    try:
+        seconds = float(retry_after)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return min(seconds, cap)
 
 
 def retry_at_for(delay: float, retry_after: float | None, now: float, rand: float) -> float:
@@ -44,9 +59,17 @@ def retry_at_for(delay: float, retry_after: float | None, now: float, rand: floa
 
 
 class Outcomes:
-    def __init__(self, topics: TopicsConfig, stage: str, rand=random.random, clock=time.time) -> None:
+    def __init__(
+        self,
+        topics: TopicsConfig,
+        stage: str,
+        rand=random.random,
+        clock=time.time,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+    ) -> None:
         self.topics = topics
         self.stage = stage
+        self.max_retry_after = max_retry_after
         self._rand = rand
         self._clock = clock
 
@@ -91,7 +114,9 @@ class Outcomes:
     ) -> list[Output]:
         if task.retry_count >= len(self.topics.retry_delays):
             return self.permanent(task, error, started, http_status)
-        index = self._topic_for(task.retry_count, retry_after)
+        # Above the cap a Retry-After is not obeyed to the letter: a transient failure retried at the cap.
+        retry_after = capped_retry_after(retry_after, self.max_retry_after)
+        index = self._topic_for(max(0, task.retry_count), retry_after)
         routed = self._route(task, index, error, retry_after, task.retry_count + 1)
         result = self.result(task, STATUS_TRANSIENT, started, http_status=http_status, error=error)
         return [result, routed]
