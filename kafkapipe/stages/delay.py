@@ -4,7 +4,8 @@ Within one retry topic every message carries the same delay, so due times
 only rise along a partition and waiting on the head is right. A head that
 is not due makes the loop rewind the partition to it, pause it, and resume
 it at the due time: no sleeping on a message, no re-producing it, no busy
-loop. The task is forwarded byte for byte.
+loop. The task is forwarded byte for byte, once it has been read as a
+valid task; what cannot be read is dead-lettered here.
 
 Republishing also waits while the download group's lag on the pending
 topic is above ``stages.delay.max_pending_lag``, so a backlog of retries
@@ -70,16 +71,19 @@ class DelayStage:
                 continue
             try:
                 due = due_time(msg)
+                forward = None if due > now else self._forward(msg)
             except InvalidMessage as exc:
                 complete(msg, Done([raw_dead_letter(msg, self.dlq, self.name, str(exc))]))
                 continue
-            if due > now:
+            if forward is None:
                 waiting.add(key)
                 complete(msg, Defer(due))
             else:
-                complete(msg, Done([self._forward(msg)]))
+                complete(msg, Done([forward]))
 
     def _forward(self, msg: Message) -> Output:
+        """The task as it came, once it is known to be one: nothing unreadable reaches pending."""
+        loads(msg.value() or b"", DownloadTask)
         meta = header_map(msg.headers())
         out_headers = headers(SCHEMA_TASK, meta.get("trace_id"), meta.get("task_id"))
         return Output(self.pending, msg.key(), msg.value() or b"", out_headers)

@@ -17,6 +17,7 @@ from kafkahelpers import wait_for
 from pipelinehelpers import Pipeline, event
 
 from kafkapipe.kafka.clients import header_map
+from kafkapipe.messages import DownloadTask, dumps, utcnow
 
 TIMEOUT = 90.0
 
@@ -68,7 +69,10 @@ def test_garbage_retry_at_headers_do_not_stop_the_delay_worker(tmp_path, kafka_b
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     producer.produce(retry, value=b"not a task", headers=[("retry-at", "²".encode())])
     producer.produce(retry, value=b"{}", headers=[("retry-at", b"9" * 400)])
-    producer.produce(retry, value=b"due", headers=[("retry-at", b"1000"), ("trace_id", b"T-due")])
+    due = dumps(DownloadTask(task_id="d" * 32, trace_id="T-due", attachment_url="https://files.example.com/a.pdf",
+                             blob_path="xact/a.pdf", event_type="e", event_subtype="e", source_system="xact",
+                             original_timestamp=utcnow(), created_at=utcnow(), retry_count=1))
+    producer.produce(retry, value=due, headers=[("retry-at", b"1000"), ("trace_id", b"T-due")])
     assert producer.flush(30) == 0
 
     worker = pipe.start_worker("delay")
@@ -80,4 +84,4 @@ def test_garbage_retry_at_headers_do_not_stop_the_delay_worker(tmp_path, kafka_b
     finally:
         pipe.stop()
     assert [header_map(m.headers())["source-offset"] for m in letters] == ["0", "1"]
-    assert forwarded.value() == b"due"
+    assert forwarded.value() == due
