@@ -432,12 +432,15 @@ class ConsumeLoop:
         for key, due in list(self._deferred.items()):
             if due <= now:
                 del self._deferred[key]
+        due: list[Message] = []
         while self._again and self._again[0][0] <= now:
             _, _, msg = heapq.heappop(self._again)
             work = self._current(msg)
             if work is not None:
                 work.answered = False
-                self._dispatch([msg])
+                due.append(msg)
+        if due:  # as one batch again: one blocking attempt per hold, not one per message
+            self._dispatch(due)
         hold = self.stage.hold()
         if hold > 0:
             self._hold_until = max(self._hold_until, now + hold)

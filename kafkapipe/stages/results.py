@@ -58,9 +58,9 @@ class ResultsStage:
             for msg in readable:
                 complete(msg, Again(f"inventory write failed: {exc}"))
             return
-        except (sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.IntegrityError, OverflowError):
+        except (sqlite3.InterfaceError, sqlite3.IntegrityError, OverflowError):
             raise  # about what a result holds: the loop retries one by one and dead-letters the culprit
-        except sqlite3.DatabaseError as exc:  # a corrupt or unreadable file: not any message's fault
+        except sqlite3.Error as exc:  # a corrupt file, a misused connection: not any message's fault
             raise ProcessFault(f"inventory unusable: {exc}") from exc
         for msg in readable:
             complete(msg, Done())
