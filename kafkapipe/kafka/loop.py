@@ -38,7 +38,9 @@ import attrs
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from kafkapipe import metrics
+from kafkapipe.errors import ErrorCategory
 from kafkapipe.kafka.deadletter import fit, output_size, raw_dead_letter, reason_of
+from kafkapipe.kafka.errors import ClientErrors, classify
 from kafkapipe.kafka.offsets import OffsetTracker, TopicPartitionKey
 from kafkapipe.kafka.records import Output
 from kafkapipe.worker import EXIT_FAILURE, EXIT_OK, WorkerControl
@@ -49,6 +51,7 @@ HEARTBEAT_EVERY = 1.0
 LAG_EVERY = 10.0
 AGAIN_FIRST_PAUSE = 1.0
 AGAIN_MAX_PAUSE = 60.0
+TRANSIENT_LOG_EVERY = 30.0  # one log line per this long for errors librdkafka retries by itself
 # librdkafka's default message.max.bytes: what the producer accepts unless configured otherwise.
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 
@@ -135,6 +138,7 @@ class ConsumeLoop:
         revoke_timeout: float = 30.0,
         commit_timeout: float = 10.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        client_errors: ClientErrors | None = None,
     ) -> None:
         self.stage = stage
         self.consumer = consumer
@@ -146,6 +150,8 @@ class ConsumeLoop:
         self.revoke_timeout = revoke_timeout
         self.commit_timeout = commit_timeout
         self.max_message_bytes = max_message_bytes
+        self.client_errors = client_errors
+        self._transient_logged = 0.0
         self.tracker = OffsetTracker()
         self._work: dict[tuple[str, int, int], _Work] = {}
         self._completions: queue.SimpleQueue[tuple[Message, Verdict]] = queue.SimpleQueue()
@@ -188,6 +194,8 @@ class ConsumeLoop:
     def _iterate(self) -> None:
         now = time.monotonic()
         self._beat(now)
+        for err in self.client_errors.take() if self.client_errors is not None else ():
+            self._kafka_error(err)
         self._release_due(now)
         self._reconcile_pauses(now)
         capacity = self.high_water - len(self._work)
@@ -213,10 +221,7 @@ class ConsumeLoop:
     def _accept(self, msg: Message) -> bool:
         err = msg.error()
         if err is not None:
-            if err.fatal():
-                self._fatal = f"fatal consumer error: {err}"
-            elif err.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error: %s", err)
+            self._kafka_error(err)
             return False
         key = _key(msg)
         if not self.tracker.owns(key):  # fetched just before a revoke
@@ -400,23 +405,41 @@ class ConsumeLoop:
                 log.info("offset not stored for %s[%d]@%d: %s", topic, partition, offset, exc)
                 self.tracker.forget([(topic, partition)])
 
+    # ------------------------------------------------------- Kafka errors
+
+    def _kafka_error(self, err: KafkaError) -> None:
+        """Act on a librdkafka error by its category (:mod:`kafkapipe.kafka.errors`)."""
+        category = classify(err)
+        if category is None:
+            return
+        metrics.KAFKA_ERRORS.labels(self.stage.name, str(category)).inc()
+        if category is ErrorCategory.PERMANENT:
+            self._fatal = f"fatal Kafka error: {err.str()}"
+        elif category is ErrorCategory.AUTH:
+            self._hold(f"the broker refused our credentials: {err.str()}")
+        else:
+            now = time.monotonic()
+            if now - self._transient_logged >= TRANSIENT_LOG_EVERY:
+                self._transient_logged = now
+                log.warning("Kafka error, waited out while librdkafka retries: %s", err.str())
+
+    def _hold(self, reason: str) -> None:
+        """Pause every partition for a growing while; logged and counted once per hold, not per message."""
+        now = time.monotonic()
+        if now < self._hold_until:
+            return
+        self._again_pause = min(AGAIN_MAX_PAUSE, max(AGAIN_FIRST_PAUSE, self._again_pause * 2))
+        self._hold_until = now + self._again_pause
+        metrics.AUTH_PAUSES.labels(self.stage.name).inc()
+        log.warning("holding the stage for %.1fs: %s", self._again_pause, reason)
+
     # ------------------------------------------------------- holding back
 
     def _schedule_again(self, msg: Message, reason: str) -> None:
-        now = time.monotonic()
-        if now >= self._hold_until:  # a new hold: longer than the last one that did not help
-            self._again_pause = min(AGAIN_MAX_PAUSE, max(AGAIN_FIRST_PAUSE, self._again_pause * 2))
-            self._hold_until = now + self._again_pause
-        due = self._hold_until
+        """Hold the stage (a new hold lasts longer than the last one that did not help); retry then."""
+        self._hold(reason)
         self._seq += 1
-        heapq.heappush(self._again, (due, self._seq, msg))
-        metrics.AUTH_PAUSES.labels(self.stage.name).inc()
-        log.warning(
-            "holding the stage for %.1fs and retrying the message: %s",
-            self._again_pause,
-            reason,
-            extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
-        )
+        heapq.heappush(self._again, (self._hold_until, self._seq, msg))
 
     def _defer(self, msg: Message, until: float) -> None:
         key = _key(msg)

@@ -11,8 +11,10 @@ import pytest
 from confluent_kafka import KafkaError
 from fakekafka import FakeConsumer, FakeProducer
 
+from kafkapipe import metrics
 from kafkapipe.kafka import loop as loopmod
 from kafkapipe.kafka.deadletter import FRAMING
+from kafkapipe.kafka.errors import ClientErrors
 from kafkapipe.kafka.loop import Again, ConsumeLoop, Defer, Done, Output, ProcessFault, Release
 from kafkapipe.worker import EXIT_FAILURE, EXIT_OK, WorkerControl
 
@@ -69,7 +71,7 @@ def make(stage, *, auto_ack=True, max_bytes=1_000_000, revoke_timeout=5.0, drain
     consumer, producer = FakeConsumer(), FakeProducer(auto_ack=auto_ack, max_bytes=max_bytes)
     control = WorkerControl()
     loop = ConsumeLoop(stage, consumer, producer, control, max_in_flight=100, drain_timeout=drain_timeout,
-                       revoke_timeout=revoke_timeout, max_message_bytes=max_bytes)
+                       revoke_timeout=revoke_timeout, max_message_bytes=max_bytes, client_errors=ClientErrors())
     consumer.subscribe([T], loop._on_assign, loop._on_revoke, loop._on_lost)
     return loop, consumer, producer, control
 
@@ -366,9 +368,38 @@ def test_shutdown_drains_in_flight_work_and_commits_it():
     assert consumer.committed[P0] == 1 and consumer.closed
 
 
-@pytest.mark.parametrize("code", [KafkaError._FATAL])
-def test_a_fatal_consumer_error_ends_the_loop(code):
+# ----------------------------------------------------------------------------- Kafka errors
+def test_a_fatal_kafka_error_ends_the_loop_after_committing_what_is_done():
+    loop, consumer, _producer, _control = make(ScriptedStage())
+    consumer.add(T, 0)
+    consumer.assign(P0)
+    spin(loop, 2)
+    loop.client_errors(KafkaError(KafkaError._FATAL, "fenced", fatal=True))
+    assert loop.run() == EXIT_FAILURE
+    assert consumer.committed[P0] == 1
+
+
+@pytest.mark.parametrize("code", [KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED,
+                                  KafkaError.TOPIC_AUTHORIZATION_FAILED])
+def test_refused_credentials_hold_the_stage_with_a_metric_and_a_log_line(code, caplog):
     loop, consumer, _producer, _control = make(ScriptedStage())
     consumer.assign(P0)
-    consumer.errors.append(KafkaError(code, "boom", fatal=True))
-    assert loop.run() == EXIT_FAILURE
+    pauses = metrics.AUTH_PAUSES.labels("scripted")
+    before = pauses._value.get()
+    for _ in range(5):  # librdkafka reports each failed attempt: one hold, one line
+        loop.client_errors(KafkaError(code, "SASL authentication error: invalid_token"))
+    consumer.add(T, 0)
+    spin(loop, 2)
+    assert pauses._value.get() - before == 1
+    assert [r for r in caplog.records if "refused our credentials" in r.getMessage()]
+    assert P0 in consumer.paused and loop._fatal is None
+    assert loop.stage.handled == []  # nothing taken while held
+
+
+def test_a_transient_kafka_error_is_waited_out():
+    loop, consumer, _producer, _control = make(ScriptedStage())
+    consumer.assign(P0)
+    loop.client_errors(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    consumer.add(T, 0)
+    spin(loop, 2)
+    assert loop._fatal is None and consumer.stored[P0] == 1
