@@ -12,10 +12,11 @@ from __future__ import annotations
 from confluent_kafka import Message
 
 from kafkapipe import metrics
+from kafkapipe.errors import ErrorCategory
 from kafkapipe.kafka.clients import headers
 from kafkapipe.kafka.records import Output
 
-VALIDATION = "validation"
+VALIDATION = str(ErrorCategory.VALIDATION)
 MAX_REASON = 1024
 # Record and batch framing the broker counts on top of key, value and headers.
 FRAMING = 4096

@@ -16,6 +16,7 @@ from kafkapipe import metrics
 from kafkapipe.config import TopicsConfig
 from kafkapipe.errors import ErrorCategory
 from kafkapipe.kafka.clients import headers
+from kafkapipe.kafka.deadletter import raw_dead_letter
 from kafkapipe.kafka.loop import Output
 from kafkapipe.messages import (
     SCHEMA_FAILED,
@@ -32,6 +33,8 @@ from kafkapipe.messages import (
     result_for,
     utcnow,
 )
+
+__all__ = ["Outcomes", "capped_retry_after", "error_info", "raw_dead_letter", "retry_at_for"]
 
 # Spread retries of a burst of failures; never earlier than the topic's delay.
 MAX_JITTER = 30.0
@@ -160,19 +163,3 @@ class Outcomes:
 
 def error_info(category: ErrorCategory | str, message: str) -> ErrorInfo:
     return ErrorInfo(str(category), message)
-
-
-def raw_dead_letter(msg, topic: str, stage: str, reason: str, trace_id: str | None = None) -> Output:
-    """A message we cannot read, kept byte for byte, with the reason and its origin in headers."""
-    metrics.DEAD_LETTERS.labels(stage, ErrorCategory.VALIDATION).inc()
-    extra = {
-        "error-category": str(ErrorCategory.VALIDATION),
-        "error-message": reason[:1024],
-        "source-topic": msg.topic(),
-        "source-partition": str(msg.partition()),
-        "source-offset": str(msg.offset()),
-    }
-    kept = [(k, v) for k, v in (msg.headers() or []) if k not in extra]
-    if trace_id is not None and all(k != "trace_id" for k, _ in kept):
-        kept.extend(headers(None, trace_id))
-    return Output(topic, msg.key(), msg.value() or b"", [*kept, *headers(None, None, **extra)])
