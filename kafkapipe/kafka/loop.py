@@ -51,6 +51,9 @@ HEARTBEAT_EVERY = 1.0
 LAG_EVERY = 10.0
 AGAIN_FIRST_PAUSE = 1.0
 AGAIN_MAX_PAUSE = 60.0
+# Delivery errors after which producing the same outputs again can succeed.
+REDO_CODES = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+                        KafkaError._ALL_BROKERS_DOWN})
 TRANSIENT_LOG_EVERY = 30.0  # one log line per this long for errors librdkafka retries by itself
 # librdkafka's default message.max.bytes: what the producer accepts unless configured otherwise.
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
@@ -357,12 +360,7 @@ class ConsumeLoop:
             if work is not None and work.attempt != attempt:
                 work = None  # an abandoned copy's report: it must not finish the copy now in flight
             if err is not None:
-                if err.code() == KafkaError.MSG_SIZE_TOO_LARGE and work is not None:
-                    self._refused_too_large(ident, work, out)
-                    return
-                # The idempotent producer already retried; the input stays uncommitted
-                # and the worker restarts from the last committed offset.
-                self._fatal = f"delivery to {topic} failed: {err}"
+                self._undelivered(ident, work, out, err)
                 return
             metrics.MESSAGES_PRODUCED.labels(self.stage.name, topic).inc()
             if work is None:
@@ -372,6 +370,29 @@ class ConsumeLoop:
                 self._finish(ident)
 
         return delivered
+
+    def _undelivered(self, ident: tuple[str, int, int], work: _Work | None, out: Output, err: KafkaError) -> None:
+        """An output the idempotent producer gave up on, by what its error says."""
+        category = classify(err)
+        metrics.KAFKA_ERRORS.labels(self.stage.name, str(category)).inc()
+        reason = f"delivery to {out.topic} failed: {err.str()}"
+        if category is ErrorCategory.PERMANENT:
+            self._fatal = reason
+        elif work is None:
+            return  # an abandoned copy's output: whoever owns the offset now does the work again
+        elif err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            self._refused_too_large(ident, work, out)
+        elif category is ErrorCategory.AUTH or err.retriable() or err.code() in REDO_CODES:
+            self._redo(work, reason)
+        else:  # nothing known to help: the input stays uncommitted and a fresh worker starts over
+            self._fatal = reason
+
+    def _redo(self, work: _Work, reason: str) -> None:
+        """Hold, then handle the message again as a new attempt: reports still due for this one are ignored."""
+        self._attempts += 1
+        work.attempt = self._attempts
+        work.pending_acks = 0
+        self._schedule_again(work.message, reason)
 
     def _refused_too_large(self, ident: tuple[str, int, int], work: _Work, out: Output) -> None:
         """The topic's own limit is below ours: dead-letter the input in place of the output, cut to half."""

@@ -396,6 +396,37 @@ def test_refused_credentials_hold_the_stage_with_a_metric_and_a_log_line(code, c
     assert loop.stage.handled == []  # nothing taken while held
 
 
+@pytest.mark.parametrize("code", [KafkaError._AUTHENTICATION, KafkaError._MSG_TIMED_OUT])
+def test_an_output_not_delivered_for_a_passing_reason_is_produced_again_after_a_hold(code, monkeypatch):
+    loop, consumer, producer, _control = make(ScriptedStage(), auto_ack=False)
+    consumer.add(T, 0, b"a")
+    consumer.assign(P0)
+    spin(loop, 1)
+    [first] = producer.unacked
+    producer.unacked.clear()
+    first.on_delivery(KafkaError(code, "refused"), None)
+    assert loop._fatal is None and loop._again
+    first.on_delivery(None, None)  # a late success report of the given-up attempt: ignored
+    spin(loop, 1)
+    assert P0 not in consumer.stored
+    now = loopmod.time.monotonic()
+    monkeypatch.setattr(loopmod.time, "monotonic", lambda: now + loopmod.AGAIN_MAX_PAUSE + 1)
+    spin(loop, 2)
+    assert [p.value for p in producer.on(OUT)] == [b"a", b"a"]
+    producer.ack_all()
+    spin(loop, 1)
+    assert consumer.stored[P0] == 1 and loop._fatal is None
+
+
+def test_an_output_not_delivered_for_an_unknown_reason_ends_the_worker_without_committing_it():
+    loop, consumer, producer, _control = make(ScriptedStage())
+    producer.refuse = lambda p: KafkaError(KafkaError.INVALID_RECORD, "no")
+    consumer.add(T, 0, b"a")
+    consumer.assign(P0)
+    spin(loop, 1)
+    assert loop._fatal and P0 not in consumer.stored
+
+
 def test_a_transient_kafka_error_is_waited_out():
     loop, consumer, _producer, _control = make(ScriptedStage())
     consumer.assign(P0)
