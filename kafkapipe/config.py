@@ -279,6 +279,8 @@ class DownloadConfig:
     max_redirects: int = field(default=3, validator=_non_negative)
     chunk_size: int = field(default=1024 * 1024, validator=_positive)
     clock_skew: float = field(default=60.0, validator=_non_negative)
+    # A server's Retry-After is honoured up to this; a longer one is retried after this long.
+    max_retry_after: float = field(default=3600.0, validator=_positive)
     verify_tls: bool = True
     ca_bundle: str = ""
     circuit_failure_threshold: int = field(default=5, validator=_positive)

@@ -1,4 +1,4 @@
-"""The wire messages of CONTRACT §2 and the one JSON converter for them.
+"""The wire messages and the one JSON converter for them.
 
 Input events are validated by :func:`parse_event` (the one validator for
 events); everything the pipeline produces is an attrs class serialised by
@@ -28,6 +28,7 @@ STATUS_PERMANENT = "failed_permanent"
 
 MAX_RESULT_ERROR = 1024
 MAX_DLQ_ERROR = 4096
+MAX_RETRY_COUNT = 1_000_000
 
 
 class InvalidMessage(ValueError):
@@ -52,6 +53,10 @@ def parse_ts(text: str, name: str = "timestamp") -> datetime:
         raise InvalidMessage(f"{name} is not an RFC 3339 timestamp: {text[:64]!r}") from None
     if value.tzinfo is None or "T" not in text.upper():
         raise InvalidMessage(f"{name} must be an RFC 3339 date-time with an offset: {text[:64]!r}")
+    try:  # 0001-01-01T00:00:00+05:00 is valid RFC 3339 but has no UTC instant in range
+        value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidMessage(f"{name} is out of range once converted to UTC: {text[:64]!r}") from None
     return value
 
 
@@ -96,7 +101,8 @@ class DownloadTask:
     created_at: datetime
     assignment_id: str | None = None
     estimate_version: str | None = None
-    retry_count: int = 0
+    retry_count: int = field(default=0, validator=attrs.validators.and_(
+        attrs.validators.ge(0), attrs.validators.lt(MAX_RETRY_COUNT)))
     retry_at: datetime | None = None
     last_error: ErrorInfo | None = None
     metadata: dict[str, str] = field(factory=dict)
@@ -197,7 +203,7 @@ def _attachments(obj: dict[str, Any]) -> tuple[str, ...]:
 
 
 def parse_event(data: bytes | None) -> EventMessage:
-    """The one validator for input events (CONTRACT §2, EventMessage)."""
+    """The one validator for input events."""
     if data is None:
         raise InvalidMessage("empty message (no value)")
     try:

@@ -49,6 +49,10 @@ RETRIES_ROUTED = Counter(
 DEAD_LETTERS = Counter("kafkapipe_dead_letters_total", "Messages dead-lettered", ["stage", "category"])
 WORKER_RESTARTS = Counter("kafkapipe_worker_restarts_total", "Workers restarted by the supervisor", ["stage"])
 AUTH_PAUSES = Counter("kafkapipe_auth_pauses_total", "Times a stage paused on an auth failure", ["stage"])
+KAFKA_ERRORS = Counter(
+    "kafkapipe_kafka_errors_total", "Errors reported by librdkafka, by category: auth, transient, permanent",
+    ["stage", "category"],
+)
 
 # Written by the supervisor process only.
 WORKER_EXITS = Counter(

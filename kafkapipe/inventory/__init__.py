@@ -15,10 +15,14 @@ from kafkapipe.inventory.records import COLUMNS, InventoryRow
 WHERE = "inventory.postgresql"
 
 
-def open_inventory(config: InventoryConfig, *, check_schema: bool = True) -> Inventory:
+def open_inventory(
+    config: InventoryConfig, *, check_schema: bool = True, busy_wait: float | None = None
+) -> Inventory:
     """The configured inventory; SchemaMismatch (a ConfigError) unless its schema is this version's.
 
     ``check_schema=False`` is for ``inventory migrate``, which brings the schema up to date.
+    ``busy_wait`` bounds how long one SQLite write waits for another process's lock, so a
+    stage that writes from its consume loop keeps heartbeating.
     """
     inventory: Inventory
     if config.backend == "postgresql":
@@ -31,7 +35,7 @@ def open_inventory(config: InventoryConfig, *, check_schema: bool = True) -> Inv
     else:
         from kafkapipe.inventory.sqlite import SqliteInventory
 
-        inventory = SqliteInventory(config.path)
+        inventory = SqliteInventory(config.path) if busy_wait is None else SqliteInventory(config.path, busy_wait)
     if check_schema:
         try:
             inventory.check_schema()

@@ -1,4 +1,4 @@
-"""The one consume loop every stage runs in (DESIGN §3).
+"""The one consume loop every stage runs in.
 
 A stage is a handler: it receives consumed messages and, now or later and
 from any thread, reports a verdict for each through ``complete``. The loop
@@ -17,7 +17,11 @@ owns everything that makes that correct:
   the message, pauses it, and resumes it when due — no sleeping, no
   re-producing;
 * on stop, nothing new is taken, in-flight work drains until the deadline,
-  offsets are committed, and the clients are closed.
+  offsets are committed, and the clients are closed;
+* one message can never stop the stage: whatever a handler raises for a
+  message, or an output too large to produce, dead-letters that message
+  (:mod:`kafkapipe.kafka.deadletter`) and the stage goes on. Only a
+  :class:`ProcessFault` — the process itself is broken — ends the worker.
 """
 
 from __future__ import annotations
@@ -34,7 +38,11 @@ import attrs
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from kafkapipe import metrics
+from kafkapipe.errors import ErrorCategory
+from kafkapipe.kafka.deadletter import fit, output_size, raw_dead_letter, reason_of
+from kafkapipe.kafka.errors import ClientErrors, classify
 from kafkapipe.kafka.offsets import OffsetTracker, TopicPartitionKey
+from kafkapipe.kafka.records import Output
 from kafkapipe.worker import EXIT_FAILURE, EXIT_OK, WorkerControl
 
 log = logging.getLogger(__name__)
@@ -43,15 +51,18 @@ HEARTBEAT_EVERY = 1.0
 LAG_EVERY = 10.0
 AGAIN_FIRST_PAUSE = 1.0
 AGAIN_MAX_PAUSE = 60.0
+# Delivery errors after which producing the same outputs again can succeed.
+REDO_CODES = frozenset({KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+                        KafkaError._ALL_BROKERS_DOWN})
+TRANSIENT_LOG_EVERY = 30.0  # one log line per this long for errors librdkafka retries by itself
+# librdkafka's default message.max.bytes: what the producer accepts unless configured otherwise.
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+
+__all__ = ["Again", "ConsumeLoop", "Defer", "Done", "Output", "ProcessFault", "Release", "Stage", "Verdict"]
 
 
-@attrs.frozen
-class Output:
-    topic: str
-    key: str | bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]] = attrs.field(factory=list)
-
+class ProcessFault(Exception):
+    """Raised by a handler when the process itself is broken, not the message: ends the worker."""
 
 @attrs.frozen
 class Done:
@@ -74,7 +85,12 @@ class Defer:
     until: float
 
 
-Verdict = Done | Again | Defer
+@attrs.frozen
+class Release:
+    """Not processed because its partition was revoked: left uncommitted for the next owner."""
+
+
+Verdict = Done | Again | Defer | Release
 Complete = Callable[[Message, Verdict], None]
 
 
@@ -83,8 +99,12 @@ class Stage(Protocol):
     topics: list[str]
     max_batch: int
     batch_timeout: float
+    dead_letter_topic: str  # where the loop dead-letters a message its handler failed on
 
     def handle(self, messages: list[Message], complete: Complete) -> None: ...
+
+    # Optional: ``revoked(keys)`` is called first thing when partitions are revoked or lost,
+    # so work queued for them can be given up (answered with :class:`Release`).
 
     def hold(self) -> float:
         """Seconds every partition should stay paused (0: none), e.g. downstream lag."""
@@ -95,9 +115,13 @@ class Stage(Protocol):
 
 @attrs.define
 class _Work:
+    """One consumed copy of an offset. ``attempt`` tells its delivery reports from an abandoned copy's."""
+
     message: Message
     started: float
+    attempt: int
     pending_acks: int = 0
+    answered: bool = False  # a verdict was applied; later ones for the same copy are ignored
 
 
 def _key(msg: Message) -> TopicPartitionKey:
@@ -116,6 +140,8 @@ class ConsumeLoop:
         drain_timeout: float,
         revoke_timeout: float = 30.0,
         commit_timeout: float = 10.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        client_errors: ClientErrors | None = None,
     ) -> None:
         self.stage = stage
         self.consumer = consumer
@@ -126,6 +152,9 @@ class ConsumeLoop:
         self.drain_timeout = drain_timeout
         self.revoke_timeout = revoke_timeout
         self.commit_timeout = commit_timeout
+        self.max_message_bytes = max_message_bytes
+        self.client_errors = client_errors
+        self._transient_logged = 0.0
         self.tracker = OffsetTracker()
         self._work: dict[tuple[str, int, int], _Work] = {}
         self._completions: queue.SimpleQueue[tuple[Message, Verdict]] = queue.SimpleQueue()
@@ -138,6 +167,7 @@ class ConsumeLoop:
         self._capacity_paused = False
         self._fatal: str | None = None
         self._seq = 0
+        self._attempts = 0
         self._last_beat = 0.0
         self._last_lag = 0.0
 
@@ -150,7 +180,10 @@ class ConsumeLoop:
         log.info("consuming", extra={"topics": self.stage.topics})
         try:
             while not self.control.stop.is_set() and self._fatal is None:
-                self._iterate()
+                try:
+                    self._iterate()
+                except ProcessFault as exc:
+                    self._fatal = f"process fault: {exc}"
             return self._shutdown()
         finally:
             self.stage.close()
@@ -164,6 +197,8 @@ class ConsumeLoop:
     def _iterate(self) -> None:
         now = time.monotonic()
         self._beat(now)
+        for err in self.client_errors.take() if self.client_errors is not None else ():
+            self._kafka_error(err)
         self._release_due(now)
         self._reconcile_pauses(now)
         capacity = self.high_water - len(self._work)
@@ -175,7 +210,7 @@ class ConsumeLoop:
             messages = self._rewind_unpaused(messages)
         good = [m for m in messages if self._accept(m)]
         if good:
-            self.stage.handle(good, self.complete)
+            self._dispatch(good)
         self._settle()
         self._maybe_report_lag(now)
 
@@ -189,42 +224,89 @@ class ConsumeLoop:
     def _accept(self, msg: Message) -> bool:
         err = msg.error()
         if err is not None:
-            if err.fatal():
-                self._fatal = f"fatal consumer error: {err}"
-            elif err.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error: %s", err)
+            self._kafka_error(err)
             return False
         key = _key(msg)
         if not self.tracker.owns(key):  # fetched just before a revoke
             return False
         self.tracker.start(key, msg.offset())
-        self._work[(msg.topic(), msg.partition(), msg.offset())] = _Work(msg, time.monotonic())
+        self._attempts += 1
+        self._work[(msg.topic(), msg.partition(), msg.offset())] = _Work(msg, time.monotonic(), self._attempts)
         metrics.MESSAGES_CONSUMED.labels(self.stage.name, msg.topic()).inc()
         metrics.IN_FLIGHT.labels(self.stage.name).set(len(self._work))
         return True
 
+    # ------------------------------------------------------- containment
+
+    def _dispatch(self, messages: list[Message]) -> None:
+        """Hand messages to the stage; a message its handler raises on is dead-lettered, nothing else.
+
+        A batch that raises is handed over again one message at a time, so only the message
+        that really fails is dead-lettered and the rest are handled normally.
+        """
+        try:
+            self.stage.handle(messages, self.complete)
+            return
+        except ProcessFault:
+            raise
+        except Exception as exc:
+            if len(messages) == 1:
+                self._contain(messages[0], exc)
+                return
+            log.warning("batch of %d failed (%s); handling them one by one", len(messages), reason_of(exc))
+        self._apply_completions()
+        for msg in messages:
+            work = self._current(msg)
+            if work is None or work.answered:
+                continue
+            try:
+                self.stage.handle([msg], self.complete)
+            except ProcessFault:
+                raise
+            except Exception as exc:
+                self._contain(msg, exc)
+
+    def _contain(self, msg: Message, exc: Exception) -> None:
+        reason = reason_of(exc)
+        log.error(
+            "handler failed on a message; dead-lettering it: %s", reason, exc_info=exc,
+            extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
+        )
+        self.complete(msg, Done([raw_dead_letter(msg, self.stage.dead_letter_topic, self.stage.name, reason)]))
+
+    def _current(self, msg: Message) -> _Work | None:
+        """The work entry of this very copy of the message, if it is still being worked on."""
+        work = self._work.get((msg.topic(), msg.partition(), msg.offset()))
+        return work if work is not None and work.message is msg else None
+
     def _settle(self) -> None:
         """Apply completions, serve delivery reports, store what became contiguous."""
-        while True:
-            try:
-                message, verdict = self._completions.get_nowait()
-            except queue.Empty:
-                break
-            self._apply(message, verdict)
+        self._apply_completions()
         if self.producer is not None:
             self.producer.poll(0)
         self._store()
 
+    def _apply_completions(self) -> None:
+        while True:
+            try:
+                message, verdict = self._completions.get_nowait()
+            except queue.Empty:
+                return
+            self._apply(message, verdict)
+
     def _apply(self, msg: Message, verdict: Verdict) -> None:
         ident = (msg.topic(), msg.partition(), msg.offset())
-        work = self._work.get(ident)
-        if work is None:  # its partition was revoked or rewound meanwhile
+        work = self._current(msg)
+        if work is None or work.answered:  # revoked, rewound, re-consumed meanwhile, or answered twice
             return
+        work.answered = True
         if isinstance(verdict, Done):
             self._again_pause = 0.0
             self._produce_outputs(ident, work, verdict.outputs)
         elif isinstance(verdict, Again):
             self._schedule_again(msg, verdict.reason)
+        elif isinstance(verdict, Release):
+            del self._work[ident]  # its offset stays pending in the tracker: never committed past
         else:
             self._defer(msg, verdict.until)
 
@@ -233,9 +315,32 @@ class ConsumeLoop:
             self._finish(ident)
             return
         assert self.producer is not None, "a stage without a producer produced outputs"
+        outputs = self._sized(work.message, outputs)
         work.pending_acks = len(outputs)
-        for out in outputs:
-            self._produce(out, self._on_delivery(ident, out.topic))
+        for index, out in enumerate(outputs):
+            try:
+                self._produce(out, self._on_delivery(ident, work.attempt, out))
+            except (KafkaException, TypeError, ValueError) as exc:  # the output itself is unsendable
+                work.pending_acks -= len(outputs) - index - 1
+                letter = self._dead_letter(work.message, f"output to {out.topic} refused: {reason_of(exc)}")
+                self._produce(letter, self._on_delivery(ident, work.attempt, letter))
+                return
+
+    def _sized(self, msg: Message, outputs: Sequence[Output]) -> Sequence[Output]:
+        """Outputs that fit: a dead letter is cut to fit; any other output too large dead-letters the input."""
+        limit = self.max_message_bytes
+        if all(output_size(out) <= limit for out in outputs):
+            return outputs
+        if len(outputs) == 1 and outputs[0].topic == self.stage.dead_letter_topic:
+            return [fit(outputs[0], limit)]
+        big = next(out for out in outputs if output_size(out) > limit)
+        return [self._dead_letter(msg, f"output to {big.topic} is {output_size(big)} bytes, over {limit}")]
+
+    def _dead_letter(self, msg: Message, reason: str) -> Output:
+        log.error("message dead-lettered: %s", reason,
+                  extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()})
+        letter = raw_dead_letter(msg, self.stage.dead_letter_topic, self.stage.name, reason)
+        return fit(letter, self.max_message_bytes)
 
     def _produce(self, out: Output, callback: Callable) -> None:
         while True:
@@ -247,13 +352,15 @@ class ConsumeLoop:
             except BufferError:  # local queue full: let deliveries drain
                 self.producer.poll(0.1)
 
-    def _on_delivery(self, ident: tuple[str, int, int], topic: str) -> Callable:
+    def _on_delivery(self, ident: tuple[str, int, int], attempt: int, out: Output) -> Callable:
+        topic = out.topic
+
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             work = self._work.get(ident)
+            if work is not None and work.attempt != attempt:
+                work = None  # an abandoned copy's report: it must not finish the copy now in flight
             if err is not None:
-                # The idempotent producer already retried; the input stays uncommitted
-                # and the worker restarts from the last committed offset.
-                self._fatal = f"delivery to {topic} failed: {err}"
+                self._undelivered(ident, work, out, err)
                 return
             metrics.MESSAGES_PRODUCED.labels(self.stage.name, topic).inc()
             if work is None:
@@ -263,6 +370,40 @@ class ConsumeLoop:
                 self._finish(ident)
 
         return delivered
+
+    def _undelivered(self, ident: tuple[str, int, int], work: _Work | None, out: Output, err: KafkaError) -> None:
+        """An output the idempotent producer gave up on, by what its error says."""
+        category = classify(err)
+        metrics.KAFKA_ERRORS.labels(self.stage.name, str(category)).inc()
+        reason = f"delivery to {out.topic} failed: {err.str()}"
+        if category is ErrorCategory.PERMANENT:
+            self._fatal = reason
+        elif work is None:
+            return  # an abandoned copy's output: whoever owns the offset now does the work again
+        elif err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            self._refused_too_large(ident, work, out)
+        elif category is ErrorCategory.AUTH or err.retriable() or err.code() in REDO_CODES:
+            self._redo(work, reason)
+        else:  # nothing known to help: the input stays uncommitted and a fresh worker starts over
+            self._fatal = reason
+
+    def _redo(self, work: _Work, reason: str) -> None:
+        """Hold, then handle the message again as a new attempt: reports still due for this one are ignored."""
+        self._attempts += 1
+        work.attempt = self._attempts
+        work.pending_acks = 0
+        self._schedule_again(work.message, reason)
+
+    def _refused_too_large(self, ident: tuple[str, int, int], work: _Work, out: Output) -> None:
+        """The topic's own limit is below ours: dead-letter the input in place of the output, cut to half."""
+        limit = min(self.max_message_bytes, output_size(out)) // 2
+        if out.topic == self.stage.dead_letter_topic and limit < 16 * 1024:
+            self._fatal = f"dead-letter topic {out.topic} refuses even a {limit}-byte message"
+            return
+        letter = raw_dead_letter(work.message, self.stage.dead_letter_topic, self.stage.name,
+                                 f"output to {out.topic} refused as too large")
+        letter = fit(letter, limit)
+        self._produce(letter, self._on_delivery(ident, work.attempt, letter))
 
     def _finish(self, ident: tuple[str, int, int]) -> None:
         work = self._work.pop(ident, None)
@@ -285,23 +426,41 @@ class ConsumeLoop:
                 log.info("offset not stored for %s[%d]@%d: %s", topic, partition, offset, exc)
                 self.tracker.forget([(topic, partition)])
 
+    # ------------------------------------------------------- Kafka errors
+
+    def _kafka_error(self, err: KafkaError) -> None:
+        """Act on a librdkafka error by its category (:mod:`kafkapipe.kafka.errors`)."""
+        category = classify(err)
+        if category is None:
+            return
+        metrics.KAFKA_ERRORS.labels(self.stage.name, str(category)).inc()
+        if category is ErrorCategory.PERMANENT:
+            self._fatal = f"fatal Kafka error: {err.str()}"
+        elif category is ErrorCategory.AUTH:
+            self._hold(f"the broker refused our credentials: {err.str()}")
+        else:
+            now = time.monotonic()
+            if now - self._transient_logged >= TRANSIENT_LOG_EVERY:
+                self._transient_logged = now
+                log.warning("Kafka error, waited out while librdkafka retries: %s", err.str())
+
+    def _hold(self, reason: str) -> None:
+        """Pause every partition for a growing while; logged and counted once per hold, not per message."""
+        now = time.monotonic()
+        if now < self._hold_until:
+            return
+        self._again_pause = min(AGAIN_MAX_PAUSE, max(AGAIN_FIRST_PAUSE, self._again_pause * 2))
+        self._hold_until = now + self._again_pause
+        metrics.AUTH_PAUSES.labels(self.stage.name).inc()
+        log.warning("holding the stage for %.1fs: %s", self._again_pause, reason)
+
     # ------------------------------------------------------- holding back
 
     def _schedule_again(self, msg: Message, reason: str) -> None:
-        now = time.monotonic()
-        if now >= self._hold_until:  # a new hold: longer than the last one that did not help
-            self._again_pause = min(AGAIN_MAX_PAUSE, max(AGAIN_FIRST_PAUSE, self._again_pause * 2))
-            self._hold_until = now + self._again_pause
-        due = self._hold_until
+        """Hold the stage (a new hold lasts longer than the last one that did not help); retry then."""
+        self._hold(reason)
         self._seq += 1
-        heapq.heappush(self._again, (due, self._seq, msg))
-        metrics.AUTH_PAUSES.labels(self.stage.name).inc()
-        log.warning(
-            "holding the stage for %.1fs and retrying the message: %s",
-            self._again_pause,
-            reason,
-            extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
-        )
+        heapq.heappush(self._again, (self._hold_until, self._seq, msg))
 
     def _defer(self, msg: Message, until: float) -> None:
         key = _key(msg)
@@ -317,10 +476,15 @@ class ConsumeLoop:
         for key, due in list(self._deferred.items()):
             if due <= now:
                 del self._deferred[key]
+        due: list[Message] = []
         while self._again and self._again[0][0] <= now:
             _, _, msg = heapq.heappop(self._again)
-            if (msg.topic(), msg.partition(), msg.offset()) in self._work:
-                self.stage.handle([msg], self.complete)
+            work = self._current(msg)
+            if work is not None:
+                work.answered = False
+                due.append(msg)
+        if due:  # as one batch again: one blocking attempt per hold, not one per message
+            self._dispatch(due)
         hold = self.stage.hold()
         if hold > 0:
             self._hold_until = max(self._hold_until, now + hold)
@@ -376,6 +540,7 @@ class ConsumeLoop:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
+        self._tell_revoked(keys)
         self._drop_again(keys)
         # In close() at shutdown the drain has had its time already: do not wait a second time.
         deadline = time.monotonic() + (0.0 if self.control.stop.is_set() else self.revoke_timeout)
@@ -391,14 +556,26 @@ class ConsumeLoop:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
+        self._tell_revoked(keys)
         self._drop_again(keys)
         self._release(keys)
         log.warning("lost %s; their unfinished work will be redone by the new owner", _fmt(keys))
 
-    def _drop_again(self, keys: list[TopicPartitionKey]) -> None:
-        gone = set(keys)
-        self._again = [entry for entry in self._again if _key(entry[2]) not in gone]
+    def _tell_revoked(self, keys: list[TopicPartitionKey]) -> None:
+        revoked = getattr(self.stage, "revoked", None)
+        if revoked is not None:
+            revoked(keys)
+
+    def _drop_again(self, keys: list[TopicPartitionKey] | None = None) -> None:
+        """Let go of messages held by :class:`Again` at once: they are not in flight, nothing to wait for."""
+        gone = None if keys is None else set(keys)
+        dropped = [e for e in self._again if gone is None or _key(e[2]) in gone]
+        self._again = [e for e in self._again if gone is not None and _key(e[2]) not in gone]
         heapq.heapify(self._again)
+        for _, _, msg in dropped:
+            if self._current(msg) is not None:
+                del self._work[(msg.topic(), msg.partition(), msg.offset())]
+        metrics.IN_FLIGHT.labels(self.stage.name).set(len(self._work))
 
     def _release(self, keys: list[TopicPartitionKey]) -> None:
         gone = set(keys)
@@ -435,7 +612,7 @@ class ConsumeLoop:
     def _shutdown(self) -> int:
         deadline = time.monotonic() + self.drain_timeout
         self._reconcile_pauses(time.monotonic())
-        self._again.clear()
+        self._drop_again()
         while self._work and time.monotonic() < deadline and self._fatal is None:
             self.consumer.consume(num_messages=1, timeout=0.05)  # keeps membership; all paused
             self._settle()

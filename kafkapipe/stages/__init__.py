@@ -5,6 +5,8 @@ from __future__ import annotations
 from kafkapipe import log as logmod
 from kafkapipe.config import Config
 from kafkapipe.kafka.clients import group_id, make_consumer, make_producer
+from kafkapipe.kafka.errors import ClientErrors
+from kafkapipe.kafka.limits import max_message_bytes
 from kafkapipe.kafka.loop import ConsumeLoop
 from kafkapipe.worker import WorkerControl
 
@@ -15,7 +17,8 @@ DRAIN_MARGIN = 2.0
 def build_stage(config: Config, name: str, control: WorkerControl) -> ConsumeLoop:
     """Create the stage and its Kafka clients (in this process: clients must not cross a fork)."""
     logmod.bind(stage=name)
-    producer = make_producer(config)
+    errors = ClientErrors()
+    producer = make_producer(config, error_cb=errors)
     if name == "ingest":
         from kafkapipe.stages.ingest import IngestStage
 
@@ -36,7 +39,7 @@ def build_stage(config: Config, name: str, control: WorkerControl) -> ConsumeLoo
         max_in_flight = config.stages.results.batch_size * 2
     else:
         raise ValueError(f"unknown stage {name!r}")
-    consumer = make_consumer(config, group_id(config, name))
+    consumer = make_consumer(config, group_id(config, name), error_cb=errors)
     return ConsumeLoop(
         stage,
         consumer,
@@ -44,4 +47,6 @@ def build_stage(config: Config, name: str, control: WorkerControl) -> ConsumeLoo
         control,
         max_in_flight=max_in_flight,
         drain_timeout=max(1.0, config.supervisor.shutdown_timeout - DRAIN_MARGIN),
+        max_message_bytes=max_message_bytes(config, stage.dead_letter_topic),
+        client_errors=errors,
     )

@@ -4,7 +4,8 @@ Within one retry topic every message carries the same delay, so due times
 only rise along a partition and waiting on the head is right. A head that
 is not due makes the loop rewind the partition to it, pause it, and resume
 it at the due time: no sleeping on a message, no re-producing it, no busy
-loop. The task is forwarded byte for byte.
+loop. The task is forwarded byte for byte, once it has been read as a
+valid task; what cannot be read is dead-lettered here.
 
 Republishing also waits while the download group's lag on the pending
 topic is above ``stages.delay.max_pending_lag``, so a backlog of retries
@@ -14,6 +15,7 @@ does not bury fresh work.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -29,10 +31,15 @@ log = logging.getLogger(__name__)
 LAG_CHECK_EVERY = 5.0
 
 
+# Epoch milliseconds, ASCII digits only, at most 15 of them (past the year 30000): anything
+# else in the header (``²``, 400 digits, a sign) is ignored and the task's own retry_at used.
+_RETRY_AT = re.compile(r"[0-9]{1,15}")
+
+
 def due_time(msg: Message) -> float:
     """Epoch seconds from the ``retry-at`` header; falls back to the task's ``retry_at``."""
     raw = header_map(msg.headers()).get("retry-at")
-    if raw is not None and raw.isdigit():
+    if raw is not None and _RETRY_AT.fullmatch(raw):
         return int(raw) / 1000.0
     task = loads(msg.value() or b"", DownloadTask)
     return task.retry_at.timestamp() if task.retry_at else 0.0
@@ -48,6 +55,7 @@ class DelayStage:
         self.topics = config.topics.retry_topics
         self.pending = config.topics.pending
         self.dlq = config.topics.dlq
+        self.dead_letter_topic = config.topics.dlq
         self.max_lag = config.stages.delay.max_pending_lag
         self._clock = clock
         self._lag_probe: Consumer | None = None
@@ -63,16 +71,19 @@ class DelayStage:
                 continue
             try:
                 due = due_time(msg)
+                forward = None if due > now else self._forward(msg)
             except InvalidMessage as exc:
                 complete(msg, Done([raw_dead_letter(msg, self.dlq, self.name, str(exc))]))
                 continue
-            if due > now:
+            if forward is None:
                 waiting.add(key)
                 complete(msg, Defer(due))
             else:
-                complete(msg, Done([self._forward(msg)]))
+                complete(msg, Done([forward]))
 
     def _forward(self, msg: Message) -> Output:
+        """The task as it came, once it is known to be one: nothing unreadable reaches pending."""
+        loads(msg.value() or b"", DownloadTask)
         meta = header_map(msg.headers())
         out_headers = headers(SCHEMA_TASK, meta.get("trace_id"), meta.get("task_id"))
         return Output(self.pending, msg.key(), msg.value() or b"", out_headers)

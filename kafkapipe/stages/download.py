@@ -20,7 +20,7 @@ from kafkapipe import metrics
 from kafkapipe.config import Config
 from kafkapipe.download.fetch import Fetcher
 from kafkapipe.errors import ErrorCategory, PipelineError, ValidationError, category_of
-from kafkapipe.kafka.loop import Again, Complete, Done, Output, Verdict
+from kafkapipe.kafka.loop import Again, Complete, Done, Output, Release, Verdict
 from kafkapipe.log import context, redact_url
 from kafkapipe.messages import DownloadTask, ErrorInfo, InvalidMessage, loads
 from kafkapipe.paths import stored_path
@@ -50,8 +50,9 @@ class DownloadStage:
         if swept:
             log.info("removed %d temp file(s) left by interrupted downloads", swept)
         self.fetcher = Fetcher(config.download)
-        self.outcomes = Outcomes(config.topics, stage=self.name)
-        self.dlq_topic = config.topics.dlq
+        self.outcomes = Outcomes(config.topics, stage=self.name, max_retry_after=config.download.max_retry_after)
+        self.dlq_topic = self.dead_letter_topic = config.topics.dlq
+        self._revocations: dict[tuple[str, int], int] = {}  # partition → times revoked
         self.breakers = CircuitBreakers(
             config.download.circuit_failure_threshold, config.download.circuit_reset_timeout
         )
@@ -59,9 +60,17 @@ class DownloadStage:
 
     def handle(self, messages: list[Message], complete: Complete) -> None:
         for msg in messages:
-            self.pool.submit(self._run, msg, complete)
+            self.pool.submit(self._run, msg, complete, self._revocations.get((msg.topic(), msg.partition()), 0))
 
-    def _run(self, msg: Message, complete: Complete) -> None:
+    def revoked(self, keys: list[tuple[str, int]]) -> None:
+        """Called by the loop when partitions go: their tasks still queued will not be downloaded."""
+        for key in keys:
+            self._revocations[key] = self._revocations.get(key, 0) + 1
+
+    def _run(self, msg: Message, complete: Complete, revocations: int = 0) -> None:
+        if self._revocations.get((msg.topic(), msg.partition()), 0) != revocations:
+            complete(msg, Release())  # queued before its partition was revoked: the next owner does it
+            return
         try:
             verdict = self.process(msg)
         except BaseException as exc:  # a bug: classified and dead-lettered, never lost silently

@@ -43,6 +43,7 @@ class IngestStage:
     def __init__(self, config: Config) -> None:
         self.topics_config = config.topics
         self.topics = [config.topics.events]
+        self.dead_letter_topic = config.topics.events_dlq
         self.validator = UrlValidator(config.download)
         self.outcomes = Outcomes(config.topics, stage=self.name)
 

@@ -1,4 +1,4 @@
-"""Where a task goes after an attempt (CONTRACT §3), in one place.
+"""Where a task goes after an attempt, in one place.
 
 Every attempt yields a DownloadResult on the results topic; a transient
 failure also yields the task on the next retry topic, and a permanent one
@@ -7,6 +7,7 @@ failure also yields the task on the next retry topic, and a permanent one
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from kafkapipe import metrics
 from kafkapipe.config import TopicsConfig
 from kafkapipe.errors import ErrorCategory
 from kafkapipe.kafka.clients import headers
+from kafkapipe.kafka.deadletter import raw_dead_letter
 from kafkapipe.kafka.loop import Output
 from kafkapipe.messages import (
     SCHEMA_FAILED,
@@ -32,9 +34,25 @@ from kafkapipe.messages import (
     utcnow,
 )
 
+__all__ = ["Outcomes", "capped_retry_after", "error_info", "raw_dead_letter", "retry_at_for"]
+
 # Spread retries of a burst of failures; never earlier than the topic's delay.
 MAX_JITTER = 30.0
 JITTER_FRACTION = 0.1
+DEFAULT_MAX_RETRY_AFTER = 3600.0
+
+
+def capped_retry_after(retry_after: float | None, cap: float) -> float | None:
+    """A server's Retry-After we will honour: none if not a finite positive number, at most ``cap``."""
+    if retry_after is None:
+        return None
+    try:
+        seconds = float(retry_after)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return min(seconds, cap)
 
 
 def retry_at_for(delay: float, retry_after: float | None, now: float, rand: float) -> float:
@@ -44,9 +62,17 @@ def retry_at_for(delay: float, retry_after: float | None, now: float, rand: floa
 
 
 class Outcomes:
-    def __init__(self, topics: TopicsConfig, stage: str, rand=random.random, clock=time.time) -> None:
+    def __init__(
+        self,
+        topics: TopicsConfig,
+        stage: str,
+        rand=random.random,
+        clock=time.time,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+    ) -> None:
         self.topics = topics
         self.stage = stage
+        self.max_retry_after = max_retry_after
         self._rand = rand
         self._clock = clock
 
@@ -91,7 +117,9 @@ class Outcomes:
     ) -> list[Output]:
         if task.retry_count >= len(self.topics.retry_delays):
             return self.permanent(task, error, started, http_status)
-        index = self._topic_for(task.retry_count, retry_after)
+        # Above the cap a Retry-After is not obeyed to the letter: a transient failure retried at the cap.
+        retry_after = capped_retry_after(retry_after, self.max_retry_after)
+        index = self._topic_for(max(0, task.retry_count), retry_after)
         routed = self._route(task, index, error, retry_after, task.retry_count + 1)
         result = self.result(task, STATUS_TRANSIENT, started, http_status=http_status, error=error)
         return [result, routed]
@@ -135,19 +163,3 @@ class Outcomes:
 
 def error_info(category: ErrorCategory | str, message: str) -> ErrorInfo:
     return ErrorInfo(str(category), message)
-
-
-def raw_dead_letter(msg, topic: str, stage: str, reason: str, trace_id: str | None = None) -> Output:
-    """A message we cannot read, kept byte for byte, with the reason and its origin in headers."""
-    metrics.DEAD_LETTERS.labels(stage, ErrorCategory.VALIDATION).inc()
-    extra = {
-        "error-category": str(ErrorCategory.VALIDATION),
-        "error-message": reason[:1024],
-        "source-topic": msg.topic(),
-        "source-partition": str(msg.partition()),
-        "source-offset": str(msg.offset()),
-    }
-    kept = [(k, v) for k, v in (msg.headers() or []) if k not in extra]
-    if trace_id is not None and all(k != "trace_id" for k, _ in kept):
-        kept.extend(headers(None, trace_id))
-    return Output(topic, msg.key(), msg.value() or b"", [*kept, *headers(None, None, **extra)])

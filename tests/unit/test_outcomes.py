@@ -1,4 +1,5 @@
 import orjson
+import pytest
 
 from kafkapipe.config import TopicsConfig
 from kafkapipe.messages import DownloadTask, ErrorInfo, utcnow
@@ -56,7 +57,7 @@ def test_circuit_open_does_not_use_an_attempt():
 
 def test_a_long_retry_after_goes_to_the_topic_whose_delay_covers_it():
     topics = TopicsConfig(retry_delays=["5m", "10m", "20m", "40m"])
-    out = Outcomes(topics, "download", rand=lambda: 0.0, clock=lambda: 0.0)
+    out = Outcomes(topics, "download", rand=lambda: 0.0, clock=lambda: 0.0, max_retry_after=3 * 3600.0)
     _, routed = out.transient(task(0), ErrorInfo("transient", "429"), 0.0, 429, 900.0)
     assert routed.topic == "attachments.downloads.retry.20m"
     assert int(dict(routed.headers)["retry-at"]) == 1_200_000
@@ -64,3 +65,20 @@ def test_a_long_retry_after_goes_to_the_topic_whose_delay_covers_it():
     _, routed = out.transient(task(0), ErrorInfo("transient", "429"), 0.0, 429, 7200.0)
     assert routed.topic == "attachments.downloads.retry.40m"
     assert int(dict(routed.headers)["retry-at"]) == 7_200_000, "never before Retry-After"
+
+
+def test_a_retry_after_above_the_cap_is_retried_at_the_cap():
+    topics = TopicsConfig(retry_delays=["5m", "40m"])
+    out = Outcomes(topics, "download", rand=lambda: 0.0, clock=lambda: 0.0, max_retry_after=3600.0)
+    result, routed = out.transient(task(0), ErrorInfo("transient", "503"), 0.0, 503, 30 * 86400.0)
+    assert routed.topic == "attachments.downloads.retry.40m"
+    assert int(dict(routed.headers)["retry-at"]) == 3_600_000
+    assert orjson.loads(result.value)["status"] == "failed_transient"
+
+
+@pytest.mark.parametrize("retry_after", [float("inf"), float("nan"), -5.0, 0.0, 1e308, 10**400])
+def test_routing_never_raises_whatever_the_retry_after(retry_after):
+    out = Outcomes(TOPICS, "download", rand=lambda: 1.0, clock=lambda: 1_000_000.0)
+    _, routed = out.transient(task(0), ErrorInfo("transient", "503"), 0.0, 503, retry_after)
+    due = int(dict(routed.headers)["retry-at"])
+    assert (1_000_000 + 300) * 1000 <= due <= (1_000_000 + 3600 + 30) * 1000
