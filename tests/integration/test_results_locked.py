@@ -19,7 +19,7 @@ from pipelinehelpers import Pipeline
 
 from kafkapipe import metrics
 from kafkapipe.config import from_mapping
-from kafkapipe.inventory import SqliteInventory
+from kafkapipe.inventory.sqlite import SqliteInventory
 from kafkapipe.messages import DownloadResult, dumps, utcnow
 from kafkapipe.stages import build_stage
 from kafkapipe.worker import WorkerControl

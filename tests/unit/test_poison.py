@@ -135,7 +135,8 @@ def test_results_dead_letter_an_unreadable_result_and_one_sqlite_cannot_store(co
     letters = producer.on(config.topics.dlq)
     assert [p.header("source-offset") for p in letters] == [b"0", b"2"]
     assert letters[1].header("error-message").startswith(b"OverflowError")
-    assert {r["task_id"][0] for r in stage.inventory.rows()} == {"a", "c"}
+    stored = {c for c in "abc" if stage.inventory.lookup(c * 32) is not None}
+    assert stored == {"a", "c"}
 
 
 def test_done_is_what_a_valid_result_gets(config):
