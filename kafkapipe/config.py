@@ -164,6 +164,8 @@ class SupervisorConfig:
     shutdown_timeout: float = field(default=30.0, validator=_positive)
     heartbeat_timeout: float = field(default=60.0, validator=_positive)
     restart_backoff_max: float = field(default=30.0, validator=_positive)
+    runtime_restart_backoff_max: float = field(default=2.0, validator=_positive)
+    healthy_after: float = field(default=10.0, validator=_non_negative)
     crash_loop_restarts: int = field(default=5, validator=_positive)
     crash_loop_window: float = field(default=60.0, validator=_positive)
 

@@ -43,7 +43,7 @@ from kafkapipe.supervision.child import load_libc, worker_process
 from kafkapipe.supervision.fds import close_fd
 from kafkapipe.supervision.metricsdir import MetricsDir
 from kafkapipe.supervision.planning import plan_stage
-from kafkapipe.supervision.restarts import RestartPolicy
+from kafkapipe.supervision.restarts import ExitKind, RestartPolicy, classify_exit
 from kafkapipe.supervision.slot import Heartbeat, WorkerSlot
 from kafkapipe.supervision.status import StageCount, status_line
 from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
@@ -72,7 +72,7 @@ HANDLED_SIGNALS = (
 
 
 class Supervisor:
-    """``Supervisor(config_path, stages=None).run()`` → exit status (CONTRACT §6)."""
+    """``Supervisor(config_path, stages=None).run()`` → exit status."""
 
     def __init__(self, config_path: str | os.PathLike[str], stages: Sequence[str] | None = None) -> None:
         self.config_path = os.path.abspath(config_path)
@@ -356,7 +356,7 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             slot.close_files()
             log.error("cannot fork a %s worker: %s", stage, exc)
-            self.policies[stage].record_failure(time.monotonic(), 0.0)
+            self.policies[stage].record_exit(time.monotonic(), ExitKind.BOOT_FAILURE)
             return False
         if pid == 0:
             worker_process(
@@ -464,6 +464,7 @@ class Supervisor:
     def _on_exit(self, slot: WorkerSlot, status: int) -> None:
         assert self._m is not None
         now = time.monotonic()
+        self._note_ready(slot, now)  # it may have become ready since the last look
         self._log_crash_report(slot)
         code = os.waitstatus_to_exitcode(status)
         cause = slot.exit_cause(code)
@@ -479,7 +480,7 @@ class Supervisor:
             log.warning("%s worker pid %d %s during shutdown", slot.stage, slot.pid, how)
             return
         if slot.stage in self.policies:
-            self._schedule_restart(slot, cause, how, now)
+            self._schedule_restart(slot, code, how, now)
 
     def _log_crash_report(self, slot: WorkerSlot) -> None:
         dump = slot.crash.read()
@@ -487,11 +488,17 @@ class Supervisor:
         if dump:
             log.error("%s worker pid %d crash report", slot.stage, slot.pid, extra={"worker_stack": dump})
 
-    def _schedule_restart(self, slot: WorkerSlot, cause: str, how: str, now: float) -> None:
+    def _schedule_restart(self, slot: WorkerSlot, code: int, how: str, now: float) -> None:
         uptime = now - slot.started_at
-        delay = self.policies[slot.stage].record_failure(now, uptime, boot_error=cause == "boot_error")
+        kind = classify_exit(code, slot.ready_at is not None, slot.stale)
+        ready_for = 0.0 if slot.ready_at is None else now - slot.ready_at
+        delay = self.policies[slot.stage].record_exit(now, kind, ready_for)
         self.pending_restarts[slot.stage] += 1
-        what = "failed to boot and " if cause == "boot_error" else ""
+        what = {
+            ExitKind.RUNTIME: "",
+            ExitKind.BOOT_FAILURE: "failed to boot and ",
+            ExitKind.KILLED_BOOTING: "while booting ",
+        }[kind]
         log.error(
             "%s worker pid %d %s%s after %.1fs; restarting in %.1fs",
             slot.stage, slot.pid, what, how, uptime, delay,
@@ -552,9 +559,8 @@ class Supervisor:
     def _counts(self) -> dict[str, StageCount]:
         now = time.monotonic()
         for slot in self.workers.values():
-            if not slot.ready and not slot.retiring and slot.heartbeat.is_ready():
-                slot.ready = True
-                log.info("%s worker pid %d is ready (%.1fs)", slot.stage, slot.pid, now - slot.started_at)
+            if not slot.retiring:
+                self._note_ready(slot, now)
         counts = {}
         for stage in self.stages:
             active = [s for s in self.workers.values() if s.stage == stage and not s.retiring]
@@ -566,6 +572,15 @@ class Supervisor:
                 pids=tuple(sorted(s.pid for s in alive)),
             )
         return counts
+
+    def _note_ready(self, slot: WorkerSlot, now: float) -> None:
+        if slot.ready or slot.heartbeat.fd < 0 or not slot.heartbeat.is_ready():
+            return
+        slot.ready = True
+        slot.ready_at = now
+        if slot.stage in self.policies:
+            self.policies[slot.stage].record_ready()
+        log.info("%s worker pid %d is ready (%.1fs)", slot.stage, slot.pid, now - slot.started_at)
 
     def _advance_state(self, counts: dict[str, StageCount], ready: bool) -> None:
         """starting → running (READY=1 once) ⇄ reloading (READY=1 when rolled out); stopping at the end."""

@@ -12,17 +12,9 @@ import threading
 import uuid
 
 from kafkahelpers import wait_for
+from supervisedhelpers import alive, worker_pids
 
 SIGNATURE = "T0pSecretSignature%2Bvalue%3D"
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting for a reaper has stopped running)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def started_pids(sup) -> list[int]:
@@ -31,22 +23,6 @@ def started_pids(sup) -> list[int]:
         for line in sup.log_lines()
         if line.get("logger") == "kafkapipe.supervisor" and line.get("msg", "").startswith("started ")
     ]
-
-
-def worker_pids(supervisor_pid: int) -> set[int]:
-    """Living children of the supervisor according to /proc, whatever its endpoints say."""
-    children = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == supervisor_pid and fields[0] != "Z":
-            children.add(int(entry))
-    return children
 
 
 def test_kill_9_of_a_worker_is_replaced_and_counted(supervised):
