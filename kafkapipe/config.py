@@ -2,7 +2,8 @@
 
 Every key has a default; unknown keys, wrong types and bad values raise
 :class:`~kafkapipe.errors.ConfigError` naming the key and the file, so the
-command line can exit 2 before anything touches Kafka (CONTRACT §5).
+command line can exit 2 before anything touches Kafka. Kafka client overrides that would
+break at-least-once delivery are refused the same way (:mod:`kafkapipe.guarantees`).
 Secrets are never values in this file: only the ``*_env`` / ``*_file``
 names of where to read them.
 """
@@ -21,6 +22,7 @@ import cattrs
 from attrs import field, frozen
 
 from kafkapipe.errors import ConfigError
+from kafkapipe.guarantees import CONSUMER_RULES, PRODUCER_RULES, Rule, violations
 
 ENV_PREFIX = "KAFKAPIPE_"
 STAGES = ("ingest", "download", "delay", "results")
@@ -119,6 +121,15 @@ class OAuthConfig:
     credential: CredentialConfig = CredentialConfig()
 
 
+def _guarded(rules: tuple[Rule, ...]):
+    def check(instance: Any, attribute: attrs.Attribute, value: dict[str, Any]) -> None:
+        found = violations(value, rules)
+        if found:
+            raise ValueError(f"[kafka.{attribute.name}] " + "; ".join(found))
+
+    return check
+
+
 @frozen
 class KafkaConfig:
     bootstrap_servers: str = "localhost:9092"
@@ -127,8 +138,8 @@ class KafkaConfig:
     )
     sasl_mechanism: str = field(default="OAUTHBEARER", validator=_one_of("OAUTHBEARER", "PLAIN"))
     group_prefix: str = "kafkapipe"
-    consumer: dict[str, Any] = field(factory=dict)
-    producer: dict[str, Any] = field(factory=dict)
+    consumer: dict[str, Any] = field(factory=dict, validator=_guarded(CONSUMER_RULES))
+    producer: dict[str, Any] = field(factory=dict, validator=_guarded(PRODUCER_RULES))
     oauth: OAuthConfig = OAuthConfig()
 
 
@@ -166,6 +177,7 @@ class SupervisorConfig:
     restart_backoff_max: float = field(default=30.0, validator=_positive)
     runtime_restart_backoff_max: float = field(default=2.0, validator=_positive)
     healthy_after: float = field(default=10.0, validator=_non_negative)
+    broker_check_timeout: float = field(default=15.0, validator=_positive)
     crash_loop_restarts: int = field(default=5, validator=_positive)
     crash_loop_window: float = field(default=60.0, validator=_positive)
 

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from kafkapipe import log as klog
 from kafkapipe.config import STAGES, Config, load
 from kafkapipe.errors import ConfigError
+from kafkapipe.kafka.topiccheck import BrokerUnreachable, check_topics
 from kafkapipe.sdnotify import Notifier
 from kafkapipe.supervision.child import load_libc, worker_process
 from kafkapipe.supervision.fds import close_fd
@@ -117,6 +118,11 @@ class Supervisor:
             return EXIT_CONFIG
         klog.setup(self.config.logging.level, self.config.logging.format)
         klog.bind(stage="supervisor")
+        refused = self._check_topics_at_start()
+        if refused is not None:
+            klog.flush()
+            self._notifier.close()
+            return refused
         try:
             self.start()
         except (OSError, RuntimeError) as exc:
@@ -142,6 +148,30 @@ class Supervisor:
                 f"{config.source}: no worker processes to run: stages.<name>.processes is 0 for "
                 f"{', '.join(self.stages)}"
             )
+
+    def _check_topics_at_start(self) -> int | None:
+        """None when the topics are fine; else the exit status, within seconds, never a silent wait.
+
+        A missing topic does not appear by itself (production brokers do not auto-create) and a
+        worker subscribed to one waits forever for an assignment, so the supervisor exits 2 at once
+        naming the topics and the command that creates them. A broker that does not answer within
+        ``supervisor.broker_check_timeout`` is a runtime failure (exit 1): systemd tries again later.
+        """
+        bootstrap = self.config.kafka.bootstrap_servers
+        self._notifier.status(f"starting: checking topics on {bootstrap}")
+        try:
+            found = check_topics(self.config, self.config.supervisor.broker_check_timeout)
+        except BrokerUnreachable as exc:
+            log.critical("cannot start: %s", exc)
+            self._notifier.status(f"failed: broker {bootstrap} unreachable")
+            return EXIT_FAILURE
+        if found.ok:
+            return None
+        problems = found.problems(self.config_path)
+        for problem in problems:
+            log.critical("cannot start: %s", problem)
+        self._notifier.status("failed: " + "; ".join(problems))
+        return EXIT_CONFIG
 
     def start(self) -> None:
         self._metrics_dir = MetricsDir.choose(self.config.metrics.multiproc_dir, os.environ)
@@ -297,6 +327,7 @@ class Supervisor:
         try:
             new = load(self.config_path)
             self._check(new)
+            self._check_topic_change(new)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running workers: %s", exc)
             self._m.RELOADS.labels("rejected").inc()
@@ -310,6 +341,31 @@ class Supervisor:
             "configuration reloaded (generation %d): replacing workers one at a time; targets %s",
             self.generation, ", ".join(f"{s}={self._target(s)}" for s in self.stages),
         )
+
+    def _check_topic_change(self, new: Config) -> None:
+        """Raises ConfigError for a topic change a rolling reload cannot apply safely.
+
+        Retry topics change only at a restart: during a rollout, download workers of the old
+        generation still write to the old retry topics, which new delay workers no longer read,
+        so tasks would be stranded there. (At start, :func:`check_topics` refuses to run while a
+        retry topic that is no longer configured still holds tasks.) Other renamed topics must exist.
+        """
+        old = self.config.topics
+        if (new.topics.retry_prefix, new.topics.retry_delays) != (old.retry_prefix, old.retry_delays):
+            raise ConfigError(
+                f"{new.source}: topics.retry_delays / retry_prefix changed ({', '.join(old.retry_topics)} -> "
+                f"{', '.join(new.topics.retry_topics)}): retry topics change only at a restart, because during "
+                "a rolling reload old download workers would keep writing to retry topics the new delay "
+                "workers no longer read"
+            )
+        if new.topics == old and new.kafka.bootstrap_servers == self.config.kafka.bootstrap_servers:
+            return
+        try:
+            found = check_topics(new, new.supervisor.broker_check_timeout)
+        except BrokerUnreachable as exc:
+            raise ConfigError(f"{new.source}: cannot check the new topics: {exc}") from None
+        if not found.ok:
+            raise ConfigError(f"{new.source}: " + "; ".join(found.problems(self.config_path)))
 
     def _apply_config(self, new: Config) -> None:
         old, self.config = self.config, new

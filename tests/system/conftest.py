@@ -30,10 +30,10 @@ def fault_server() -> Iterator[FaultServer]:
 
 @pytest.fixture
 def supervised(tmp_path, kafka_bootstrap, kafka_admin, unique_name, fault_server):
-    """Factory: ``supervised(overrides)`` → a :class:`Supervised` with its topics created."""
+    """Factory: ``supervised(overrides, create_topics=True)`` → a :class:`Supervised` (with its topics)."""
     made: list[Supervised] = []
 
-    def make(overrides: dict | None = None) -> Supervised:
+    def make(overrides: dict | None = None, create_topics: bool = True) -> Supervised:
         name = unique_name("sup")
         base = {
             "supervisor": {
@@ -44,7 +44,8 @@ def supervised(tmp_path, kafka_bootstrap, kafka_admin, unique_name, fault_server
             "stages": {"download": {"processes": 2, "threads": 8}},
         }
         pipe = Pipeline(tmp_path, kafka_bootstrap, name, fault_server.port, deep_merge(base, overrides or {}))
-        pipe.create_topics(kafka_admin)
+        if create_topics:
+            pipe.create_topics(kafka_admin)
         sup = Supervised(pipe, fault_server)
         made.append(sup)
         return sup
