@@ -68,6 +68,11 @@ def _durations(instance: Any, attribute: attrs.Attribute, value: list[str]) -> N
             raise ValueError(f"{attribute.name}: {exc}") from None
 
 
+def _retention(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if value != -1 and value <= 0:
+        raise ValueError(f"{attribute.name} must be -1 (keep forever) or > 0 milliseconds, got {value!r}")
+
+
 def _cidrs(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
     for item in value:
         try:
@@ -154,6 +159,8 @@ class TopicsConfig:
     retry_delays: list[str] = field(factory=lambda: ["5m", "10m", "20m", "40m"], validator=_durations)
     partitions: int = field(default=6, validator=_positive)
     replication_factor: int = field(default=1, validator=_positive)
+    # retention.ms of both dead-letter topics: -1 keeps dead letters until an operator deletes them.
+    dlq_retention_ms: int = field(default=-1, validator=_retention)
 
     def retry_topic(self, index: int) -> str:
         return f"{self.retry_prefix}.{self.retry_delays[index]}"
