@@ -28,11 +28,15 @@ PERMANENT_FAULTS = ([404], [410])
 
 
 class KillStorm(threading.Thread):
-    """``kill -9`` of a random child of the supervisor every ``interval`` (low, high) seconds until stopped."""
+    """``kill -9`` of a random child of the supervisor every ``interval`` (low, high) seconds until stopped.
 
-    def __init__(self, supervisor_pid: int, interval: tuple[float, float] = (1.0, 2.0), seed: int = 0) -> None:
+    ``supervisor``: a callable giving the supervisor's current pid (it may have been restarted).
+    """
+
+    def __init__(self, supervisor: Callable[[], int], interval: tuple[float, float] = (1.0, 2.0),
+                 seed: int = 0) -> None:
         super().__init__(name="kill-storm", daemon=True)
-        self.supervisor_pid = supervisor_pid
+        self.supervisor = supervisor
         self.interval = interval
         self.kills: list[int] = []
         self._rng = random.Random(seed)
@@ -40,7 +44,7 @@ class KillStorm(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.wait(self._rng.uniform(*self.interval)):
-            children = sorted(worker_pids(self.supervisor_pid))
+            children = sorted(worker_pids(self.supervisor()))
             if not children:
                 continue
             victim = self._rng.choice(children)

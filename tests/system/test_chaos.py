@@ -21,7 +21,7 @@ def _storm_run(sup, workload: Workload, waves: int, per_wave: int, interval: tup
     """Publishes ``waves`` batches two seconds apart under a kill -9 storm; returns the stopped storm."""
     sup.start()
     sup.wait_ready()
-    storm = KillStorm(sup.proc.pid, interval=interval, seed=7)
+    storm = KillStorm(lambda: sup.proc.pid, interval=interval, seed=7)
     storm.start()
     try:
         publish_in_waves(sup.pipe, workload, waves, per_wave, pause=2.0, prefix="storm",
