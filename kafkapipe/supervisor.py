@@ -550,14 +550,14 @@ class Supervisor:
         ready_for = 0.0 if slot.ready_at is None else now - slot.ready_at
         delay = self.policies[slot.stage].record_exit(now, kind, ready_for)
         self.pending_restarts[slot.stage] += 1
-        what = {
-            ExitKind.RUNTIME: "",
-            ExitKind.BOOT_FAILURE: "failed to boot and ",
-            ExitKind.KILLED_BOOTING: "while booting ",
+        before, after = {
+            ExitKind.RUNTIME: ("", ""),
+            ExitKind.BOOT_FAILURE: ("failed to boot and ", ""),
+            ExitKind.KILLED_BOOTING: ("", " while booting"),
         }[kind]
         log.error(
-            "%s worker pid %d %s%s after %.1fs; restarting in %.1fs",
-            slot.stage, slot.pid, what, how, uptime, delay,
+            "%s worker pid %d %s%s%s after %.1fs; restarting in %.1fs",
+            slot.stage, slot.pid, before, how, after, uptime, delay,
         )
 
     def stop_workers(self, quick: bool) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -193,3 +196,43 @@ class Supervised:
             return self.pipe.wait_rows(count, timeout=timeout, status="success")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.tail()}") from None
+
+
+class NotifyListener:
+    """A systemd notify socket (abstract AF_UNIX datagram) collecting every message, as ``KEY=value`` dicts.
+
+    ``with NotifyListener() as notify: sup.start(env=notify.env)``.
+    """
+
+    def __init__(self) -> None:
+        self.name = f"kafkapipe-test-{uuid.uuid4().hex}"
+        self.received: list[dict[str, str]] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind("\0" + self.name)
+        self._sock.settimeout(0.2)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="notify-listener", daemon=True)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"NOTIFY_SOCKET": "@" + self.name}
+
+    def statuses(self) -> list[str]:
+        return [m["STATUS"] for m in list(self.received) if "STATUS" in m]
+
+    def _listen(self) -> None:
+        while not self._done.is_set():
+            try:
+                data = self._sock.recv(4096).decode()
+            except TimeoutError:
+                continue
+            self.received.append(dict(line.split("=", 1) for line in data.splitlines()))
+
+    def __enter__(self) -> NotifyListener:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self._sock.close()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import signal
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from kafkahelpers import create_topics
-from supervisedhelpers import worker_pids
+from kafkahelpers import create_topics, wait_for
+from supervisedhelpers import NotifyListener, worker_pids
 
 from tests.system.conftest import free_port
 
@@ -27,8 +27,12 @@ def test_missing_topics_exit_2_at_once_naming_them_and_the_command(supervised, k
     missing = {topics["results"], topics["dlq"]}
     create_topics(kafka_admin, [t for t in sup.pipe.all_topics() if t not in missing], partitions=3)
 
-    sup.start()
-    assert sup.wait_exit(CHECK_TIMEOUT + 30) == 2, sup.tail()
+    with NotifyListener() as notify:
+        sup.start(env=notify.env)
+        assert sup.wait_exit(CHECK_TIMEOUT + 30) == 2, sup.tail()
+        wait_for(lambda: any(s.startswith("failed: missing topic(s)") for s in notify.statuses()), 10,
+                 "systemd to be told why")
+    assert not any(m.get("READY") for m in notify.received)
     (message,) = _critical(sup)
     named = message.split("missing topic(s) ")[1].split(":")[0].split(", ")
     assert set(named) == missing
