@@ -59,6 +59,8 @@ CONSUMER_RULES = (
     Rule(("enable.auto.commit", "auto.commit.enable"), is_true,
          "the consume loop relies on librdkafka's auto-commit to commit the offsets it stores and has no "
          "other periodic commit; without it every kill or rebalance redoes all work since the last revoke"),
+    Rule(("auto.commit.interval.ms",), lambda v: _text(v).isdigit() and int(_text(v)) > 0,
+         "0 turns librdkafka's auto-commit off, and the consume loop has no other periodic commit"),
     Rule(("auto.offset.reset", "autooffset.reset"), lambda v: _text(v) in {"earliest", "smallest", "beginning"},
          "a group without committed offsets (new, or whose offsets expired) would skip every message "
          "already on its topics"),

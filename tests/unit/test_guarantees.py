@@ -16,6 +16,8 @@ REFUSED = [
     ("consumer", "enable.auto.offset.store", 1),
     ("consumer", "enable.auto.commit", False),
     ("consumer", "auto.commit.enable", "false"),
+    ("consumer", "auto.commit.interval.ms", 0),
+    ("consumer", "auto.commit.interval.ms", "0"),
     ("consumer", "auto.offset.reset", "latest"),
     ("consumer", "auto.offset.reset", "error"),
     ("consumer", "isolation.level", "read_uncommitted"),
@@ -33,6 +35,7 @@ REFUSED = [
 ACCEPTED = [
     ("consumer", "enable.auto.offset.store", False),
     ("consumer", "enable.auto.commit", True),
+    ("consumer", "auto.commit.interval.ms", 5000),
     ("consumer", "auto.offset.reset", "earliest"),
     ("consumer", "isolation.level", "read_committed"),
     ("consumer", "enable.partition.eof", True),  # the consume loop skips partition-EOF events
