@@ -57,3 +57,21 @@ def test_dlq_retention_is_configurable(tmp_path, kafka_bootstrap, kafka_admin, u
     done = pipe.cli("topics", "create", "--config", str(pipe.config_path))
     assert retention(kafka_admin, pipe.topics["dlq"]) == wanted
     assert "warning" not in done.stderr, "a DLQ kept longer than asked is fine"
+
+
+def test_the_start_check_sees_topics_over_sasl_oauthbearer(tmp_path, kafka_sasl_bootstrap, kafka_admin, unique_name):
+    """The supervisor's topic check authenticates like the workers (a token from oauth_cb)."""
+    from kafkapipe import config as cfg
+    from kafkapipe.kafka.topiccheck import check_topics
+
+    pipe = _pipe(tmp_path, kafka_sasl_bootstrap, unique_name)
+    present = [t for t in pipe.all_topics() if t != pipe.topics["results"]]
+    create_topics(kafka_admin, present, partitions=1)
+    data = {
+        **pipe.data,
+        "kafka": {**pipe.data["kafka"], "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "OAUTHBEARER",
+                  "oauth": {"credential": {"kind": "unsecured_jwt"}}},
+    }
+    found = check_topics(cfg.from_mapping(data), timeout=20)
+    assert found.missing == (pipe.topics["results"],)
+    assert found.stranded == {}
