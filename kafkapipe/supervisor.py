@@ -520,7 +520,8 @@ class Supervisor:
     def _on_exit(self, slot: WorkerSlot, status: int) -> None:
         assert self._m is not None
         now = time.monotonic()
-        self._note_ready(slot, now)  # it may have become ready since the last look
+        if not slot.retiring:
+            self._note_ready(slot, now)  # it may have become ready since the last look
         self._log_crash_report(slot)
         code = os.waitstatus_to_exitcode(status)
         cause = slot.exit_cause(code)

@@ -190,12 +190,13 @@ def all_final(pipe: Pipeline, expected: dict[str, Expected]) -> Callable[[], boo
     return check
 
 
-def publish_in_waves(pipe: Pipeline, workload: Workload, waves: int, per_wave: int, pause: float,
+def publish_in_waves(pipe: Pipeline, workload: Workload, total: int, waves: int, pause: float,
                      prefix: str, stop: Callable[[], bool] = lambda: False) -> None:
-    """``waves`` batches of events, ``pause`` seconds apart, so work arrives all through a storm."""
+    """``total`` events in ``waves`` batches ``pause`` seconds apart, so work arrives all through a storm."""
     for wave in range(waves):
         if stop():
             return
-        pipe.produce(workload.events(per_wave, f"{prefix}-w{wave}"))
+        count = total * (wave + 1) // waves - total * wave // waves
+        pipe.produce(workload.events(count, f"{prefix}-w{wave}"))
         if wave < waves - 1:
             time.sleep(pause)

@@ -10,8 +10,10 @@ ready (an exit status, a fault signal such as SIGSEGV, a hang at boot) — count
 towards the crash loop: more than ``crash_loop_restarts`` of them within
 ``crash_loop_window`` seconds and the supervisor gives up, so systemd's restart
 policy decides what next. A worker killed from outside while booting (SIGKILL,
-SIGTERM …) is restarted with the boot backoff but is no evidence that the stage
-cannot start.
+SIGTERM …) is no evidence that the stage cannot start: it is restarted like a
+runtime death, with the short backoff. (While the broker is down nothing becomes
+ready, so under an OOM or ``kill -9`` storm every kill would otherwise climb the
+boot backoff to its 30 s cap.)
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class Backoff:
 
 @attrs.define
 class RestartPolicy:
-    """Per-stage restart bookkeeping: two backoffs (boot, runtime) and crash-loop detection."""
+    """Per-stage restart bookkeeping: two backoffs (boot failures, everything else) and crash-loop detection."""
 
     max_restarts: int
     window: float
@@ -107,14 +109,13 @@ class RestartPolicy:
 
         ``ready_for``: how long the worker had been ready (runtime deaths only).
         """
-        if kind is ExitKind.RUNTIME:
+        if kind is ExitKind.BOOT_FAILURE:
+            delay = self.boot.fail()
+            self.boot_failures.append(now)
+        else:
             if ready_for >= self.healthy_after:
                 self.runtime.reset()
             delay = self.runtime.fail()
-        else:
-            delay = self.boot.fail()
-            if kind is ExitKind.BOOT_FAILURE:
-                self.boot_failures.append(now)
         self._prune(now)
         self.not_before = max(self.not_before, now + delay)
         return delay

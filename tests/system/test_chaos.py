@@ -24,7 +24,7 @@ def _storm_run(sup, workload: Workload, waves: int, per_wave: int, interval: tup
     storm = KillStorm(lambda: sup.proc.pid, interval=interval, seed=7)
     storm.start()
     try:
-        publish_in_waves(sup.pipe, workload, waves, per_wave, pause=2.0, prefix="storm",
+        publish_in_waves(sup.pipe, workload, waves * per_wave, waves, pause=2.0, prefix="storm",
                          stop=lambda: sup.proc.poll() is not None)
         wait_for(lambda: len(storm.kills) >= 2 * waves // 3 or sup.proc.poll() is not None, 60,
                  "the storm to have killed enough workers")

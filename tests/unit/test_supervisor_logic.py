@@ -91,11 +91,11 @@ def test_deaths_after_ready_never_make_a_crash_loop():
         assert not policy.crash_looping(float(n))
 
 
-def test_kills_while_booting_back_off_but_never_make_a_crash_loop():
-    policy = _policy(crash_loop_restarts=1, crash_loop_window=600.0)
-    delays = [policy.record_exit(float(n), KILLED_BOOTING) for n in range(4)]
-    assert delays == [0.0, 1.0, 2.0, 4.0]
-    assert not policy.crash_looping(4.0)
+def test_kills_while_booting_get_the_short_backoff_and_never_make_a_crash_loop():
+    policy = _policy(crash_loop_restarts=1, crash_loop_window=600.0, runtime_restart_backoff_max=2.0)
+    delays = [policy.record_exit(float(n), KILLED_BOOTING) for n in range(8)]
+    assert delays == [0.0, 0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0]
+    assert not policy.crash_looping(8.0)
 
 
 def test_a_dead_ready_worker_restarts_at_once_and_its_backoff_stays_short():
