@@ -115,3 +115,22 @@ def static_server(root: Path) -> Iterator[tuple[str, int, str]]:
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def restart_broker(state: Path) -> str:
+    """Stops the bin/kafka-local broker of ``state`` and starts it again on the same ports; returns its bootstrap."""
+    env = dict(
+        line.split("=", 1) for line in (state / "kafka-local.env").read_text().splitlines() if "=" in line
+    )
+    script = str(ROOT / "bin" / "kafka-local")
+    subprocess.run([script, "stop", "--dir", str(state)], check=True, capture_output=True)
+    out = subprocess.run(
+        [script, "start", "--dir", str(state), "--port", env["KAFKA_LOCAL_PORT"],
+         "--sasl-port", env["KAFKA_LOCAL_SASL_PORT"]],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return next(line.split("=", 1)[1] for line in out.splitlines() if line.startswith("bootstrap="))
+
+
+def stop_broker(state: Path) -> None:
+    subprocess.run([str(ROOT / "bin" / "kafka-local"), "stop", "--dir", str(state)], capture_output=True)

@@ -1,4 +1,4 @@
-"""``kafkapipe …``: the operator's command line (CONTRACT §6).
+"""``kafkapipe …``: the operator's command line.
 
 Exit status: 0 success; 1 runtime failure; 2 configuration or usage error,
 with a message that names the cause.
@@ -96,12 +96,14 @@ def cmd_topics(args: argparse.Namespace, config: configmod.Config) -> int:
     from kafkapipe.kafka.admin import create_topics
 
     try:
-        outcome = create_topics(config)
+        created = create_topics(config)
     except KafkaException as exc:
         print(f"kafkapipe: creating topics failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    for name, state in outcome.items():
+    for name, state in created.outcome.items():
         print(f"{state:8} {name}")
+    for warning in created.warnings:
+        print(f"kafkapipe: warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

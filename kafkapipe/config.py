@@ -2,7 +2,8 @@
 
 Every key has a default; unknown keys, wrong types and bad values raise
 :class:`~kafkapipe.errors.ConfigError` naming the key and the file, so the
-command line can exit 2 before anything touches Kafka (CONTRACT §5).
+command line can exit 2 before anything touches Kafka. Kafka client overrides that would
+break at-least-once delivery are refused the same way (:mod:`kafkapipe.guarantees`).
 Secrets are never values in this file: only the ``*_env`` / ``*_file``
 names of where to read them.
 """
@@ -21,6 +22,7 @@ import cattrs
 from attrs import field, frozen
 
 from kafkapipe.errors import ConfigError
+from kafkapipe.guarantees import CONSUMER_RULES, PRODUCER_RULES, Rule, violations
 
 ENV_PREFIX = "KAFKAPIPE_"
 STAGES = ("ingest", "download", "delay", "results")
@@ -64,6 +66,11 @@ def _durations(instance: Any, attribute: attrs.Attribute, value: list[str]) -> N
             parse_duration(item)
         except ValueError as exc:
             raise ValueError(f"{attribute.name}: {exc}") from None
+
+
+def _retention(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if value != -1 and value <= 0:
+        raise ValueError(f"{attribute.name} must be -1 (keep forever) or > 0 milliseconds, got {value!r}")
 
 
 def _cidrs(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
@@ -149,6 +156,15 @@ def _compression(instance: Any, attribute: attrs.Attribute, value: str) -> None:
         )
 
 
+def _guarded(rules: tuple[Rule, ...]):
+    def check(instance: Any, attribute: attrs.Attribute, value: dict[str, Any]) -> None:
+        found = violations(value, rules)
+        if found:
+            raise ValueError(f"[kafka.{attribute.name}] " + "; ".join(found))
+
+    return check
+
+
 @frozen
 class KafkaConfig:
     bootstrap_servers: str = "localhost:9092"
@@ -159,8 +175,8 @@ class KafkaConfig:
     group_prefix: str = "kafkapipe"
     # Producer compression; "auto" = lz4, or none when the target is Event Hubs.
     compression: str = field(default="auto", validator=_compression)
-    consumer: dict[str, Any] = field(factory=dict)
-    producer: dict[str, Any] = field(factory=dict)
+    consumer: dict[str, Any] = field(factory=dict, validator=_guarded(CONSUMER_RULES))
+    producer: dict[str, Any] = field(factory=dict, validator=_guarded(PRODUCER_RULES))
     oauth: OAuthConfig = OAuthConfig()
 
 
@@ -175,6 +191,8 @@ class TopicsConfig:
     retry_delays: list[str] = field(factory=lambda: ["5m", "10m", "20m", "40m"], validator=_durations)
     partitions: int = field(default=6, validator=_positive)
     replication_factor: int = field(default=1, validator=_positive)
+    # retention.ms of both dead-letter topics: -1 keeps dead letters until an operator deletes them.
+    dlq_retention_ms: int = field(default=-1, validator=_retention)
 
     def retry_topic(self, index: int) -> str:
         return f"{self.retry_prefix}.{self.retry_delays[index]}"
@@ -196,6 +214,9 @@ class SupervisorConfig:
     shutdown_timeout: float = field(default=30.0, validator=_positive)
     heartbeat_timeout: float = field(default=60.0, validator=_positive)
     restart_backoff_max: float = field(default=30.0, validator=_positive)
+    runtime_restart_backoff_max: float = field(default=2.0, validator=_positive)
+    healthy_after: float = field(default=10.0, validator=_non_negative)
+    broker_check_timeout: float = field(default=15.0, validator=_positive)
     crash_loop_restarts: int = field(default=5, validator=_positive)
     crash_loop_window: float = field(default=60.0, validator=_positive)
 

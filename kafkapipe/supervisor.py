@@ -38,12 +38,13 @@ from typing import TYPE_CHECKING
 from kafkapipe import log as klog
 from kafkapipe.config import STAGES, Config, load
 from kafkapipe.errors import ConfigError
+from kafkapipe.kafka.topiccheck import BrokerUnreachable, check_topics
 from kafkapipe.sdnotify import Notifier
 from kafkapipe.supervision.child import load_libc, worker_process
 from kafkapipe.supervision.fds import close_fd
 from kafkapipe.supervision.metricsdir import MetricsDir
 from kafkapipe.supervision.planning import plan_stage
-from kafkapipe.supervision.restarts import RestartPolicy
+from kafkapipe.supervision.restarts import ExitKind, RestartPolicy, classify_exit
 from kafkapipe.supervision.slot import Heartbeat, WorkerSlot
 from kafkapipe.supervision.status import StageCount, status_line
 from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
@@ -72,7 +73,7 @@ HANDLED_SIGNALS = (
 
 
 class Supervisor:
-    """``Supervisor(config_path, stages=None).run()`` → exit status (CONTRACT §6)."""
+    """``Supervisor(config_path, stages=None).run()`` → exit status."""
 
     def __init__(self, config_path: str | os.PathLike[str], stages: Sequence[str] | None = None) -> None:
         self.config_path = os.path.abspath(config_path)
@@ -117,6 +118,11 @@ class Supervisor:
             return EXIT_CONFIG
         klog.setup(self.config.logging.level, self.config.logging.format)
         klog.bind(stage="supervisor")
+        refused = self._check_topics_at_start()
+        if refused is not None:
+            klog.flush()
+            self._notifier.close()
+            return refused
         try:
             self.start()
         except (OSError, RuntimeError) as exc:
@@ -142,6 +148,30 @@ class Supervisor:
                 f"{config.source}: no worker processes to run: stages.<name>.processes is 0 for "
                 f"{', '.join(self.stages)}"
             )
+
+    def _check_topics_at_start(self) -> int | None:
+        """None when the topics are fine; else the exit status, within seconds, never a silent wait.
+
+        A missing topic does not appear by itself (production brokers do not auto-create) and a
+        worker subscribed to one waits forever for an assignment, so the supervisor exits 2 at once
+        naming the topics and the command that creates them. A broker that does not answer within
+        ``supervisor.broker_check_timeout`` is a runtime failure (exit 1): systemd tries again later.
+        """
+        bootstrap = self.config.kafka.bootstrap_servers
+        self._notifier.status(f"starting: checking topics on {bootstrap}")
+        try:
+            found = check_topics(self.config, self.config.supervisor.broker_check_timeout)
+        except BrokerUnreachable as exc:
+            log.critical("cannot start: %s", exc)
+            self._notifier.status(f"failed: broker {bootstrap} unreachable")
+            return EXIT_FAILURE
+        if found.ok:
+            return None
+        problems = found.problems(self.config_path)
+        for problem in problems:
+            log.critical("cannot start: %s", problem)
+        self._notifier.status("failed: " + "; ".join(problems))
+        return EXIT_CONFIG
 
     def start(self) -> None:
         self._metrics_dir = MetricsDir.choose(self.config.metrics.multiproc_dir, os.environ)
@@ -297,6 +327,7 @@ class Supervisor:
         try:
             new = load(self.config_path)
             self._check(new)
+            self._check_topic_change(new)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running workers: %s", exc)
             self._m.RELOADS.labels("rejected").inc()
@@ -310,6 +341,31 @@ class Supervisor:
             "configuration reloaded (generation %d): replacing workers one at a time; targets %s",
             self.generation, ", ".join(f"{s}={self._target(s)}" for s in self.stages),
         )
+
+    def _check_topic_change(self, new: Config) -> None:
+        """Raises ConfigError for a topic change a rolling reload cannot apply safely.
+
+        Retry topics change only at a restart: during a rollout, download workers of the old
+        generation still write to the old retry topics, which new delay workers no longer read,
+        so tasks would be stranded there. (At start, :func:`check_topics` refuses to run while a
+        retry topic that is no longer configured still holds tasks.) Other renamed topics must exist.
+        """
+        old = self.config.topics
+        if (new.topics.retry_prefix, new.topics.retry_delays) != (old.retry_prefix, old.retry_delays):
+            raise ConfigError(
+                f"{new.source}: topics.retry_delays / retry_prefix changed ({', '.join(old.retry_topics)} -> "
+                f"{', '.join(new.topics.retry_topics)}): retry topics change only at a restart, because during "
+                "a rolling reload old download workers would keep writing to retry topics the new delay "
+                "workers no longer read"
+            )
+        if new.topics == old and new.kafka.bootstrap_servers == self.config.kafka.bootstrap_servers:
+            return
+        try:
+            found = check_topics(new, new.supervisor.broker_check_timeout)
+        except BrokerUnreachable as exc:
+            raise ConfigError(f"{new.source}: cannot check the new topics: {exc}") from None
+        if not found.ok:
+            raise ConfigError(f"{new.source}: " + "; ".join(found.problems(self.config_path)))
 
     def _apply_config(self, new: Config) -> None:
         old, self.config = self.config, new
@@ -356,7 +412,7 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             slot.close_files()
             log.error("cannot fork a %s worker: %s", stage, exc)
-            self.policies[stage].record_failure(time.monotonic(), 0.0)
+            self.policies[stage].record_exit(time.monotonic(), ExitKind.BOOT_FAILURE)
             return False
         if pid == 0:
             worker_process(
@@ -464,6 +520,8 @@ class Supervisor:
     def _on_exit(self, slot: WorkerSlot, status: int) -> None:
         assert self._m is not None
         now = time.monotonic()
+        if not slot.retiring:
+            self._note_ready(slot, now)  # it may have become ready since the last look
         self._log_crash_report(slot)
         code = os.waitstatus_to_exitcode(status)
         cause = slot.exit_cause(code)
@@ -479,7 +537,7 @@ class Supervisor:
             log.warning("%s worker pid %d %s during shutdown", slot.stage, slot.pid, how)
             return
         if slot.stage in self.policies:
-            self._schedule_restart(slot, cause, how, now)
+            self._schedule_restart(slot, code, how, now)
 
     def _log_crash_report(self, slot: WorkerSlot) -> None:
         dump = slot.crash.read()
@@ -487,14 +545,20 @@ class Supervisor:
         if dump:
             log.error("%s worker pid %d crash report", slot.stage, slot.pid, extra={"worker_stack": dump})
 
-    def _schedule_restart(self, slot: WorkerSlot, cause: str, how: str, now: float) -> None:
+    def _schedule_restart(self, slot: WorkerSlot, code: int, how: str, now: float) -> None:
         uptime = now - slot.started_at
-        delay = self.policies[slot.stage].record_failure(now, uptime, boot_error=cause == "boot_error")
+        kind = classify_exit(code, slot.ready_at is not None, slot.stale)
+        ready_for = 0.0 if slot.ready_at is None else now - slot.ready_at
+        delay = self.policies[slot.stage].record_exit(now, kind, ready_for)
         self.pending_restarts[slot.stage] += 1
-        what = "failed to boot and " if cause == "boot_error" else ""
+        before, after = {
+            ExitKind.RUNTIME: ("", ""),
+            ExitKind.BOOT_FAILURE: ("failed to boot and ", ""),
+            ExitKind.KILLED_BOOTING: ("", " while booting"),
+        }[kind]
         log.error(
-            "%s worker pid %d %s%s after %.1fs; restarting in %.1fs",
-            slot.stage, slot.pid, what, how, uptime, delay,
+            "%s worker pid %d %s%s%s after %.1fs; restarting in %.1fs",
+            slot.stage, slot.pid, before, how, after, uptime, delay,
         )
 
     def stop_workers(self, quick: bool) -> None:
@@ -552,9 +616,8 @@ class Supervisor:
     def _counts(self) -> dict[str, StageCount]:
         now = time.monotonic()
         for slot in self.workers.values():
-            if not slot.ready and not slot.retiring and slot.heartbeat.is_ready():
-                slot.ready = True
-                log.info("%s worker pid %d is ready (%.1fs)", slot.stage, slot.pid, now - slot.started_at)
+            if not slot.retiring:
+                self._note_ready(slot, now)
         counts = {}
         for stage in self.stages:
             active = [s for s in self.workers.values() if s.stage == stage and not s.retiring]
@@ -566,6 +629,15 @@ class Supervisor:
                 pids=tuple(sorted(s.pid for s in alive)),
             )
         return counts
+
+    def _note_ready(self, slot: WorkerSlot, now: float) -> None:
+        if slot.ready or slot.heartbeat.fd < 0 or not slot.heartbeat.is_ready():
+            return
+        slot.ready = True
+        slot.ready_at = now
+        if slot.stage in self.policies:
+            self.policies[slot.stage].record_ready()
+        log.info("%s worker pid %d is ready (%.1fs)", slot.stage, slot.pid, now - slot.started_at)
 
     def _advance_state(self, counts: dict[str, StageCount], ready: bool) -> None:
         """starting → running (READY=1 once) ⇄ reloading (READY=1 when rolled out); stopping at the end."""

@@ -98,6 +98,7 @@ class WorkerSlot:
     crash: CrashReport = attrs.Factory(CrashReport)
     pid: int = 0
     ready: bool = False
+    ready_at: float | None = None  # monotonic time the supervisor saw it ready
     retiring: bool = False
     stop_deadline: float = float("inf")
     killed: bool = False

@@ -7,22 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import threading
-import uuid
 
 from kafkahelpers import wait_for
+from supervisedhelpers import NotifyListener, alive, worker_pids
 
 SIGNATURE = "T0pSecretSignature%2Bvalue%3D"
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting for a reaper has stopped running)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def started_pids(sup) -> list[int]:
@@ -31,22 +20,6 @@ def started_pids(sup) -> list[int]:
         for line in sup.log_lines()
         if line.get("logger") == "kafkapipe.supervisor" and line.get("msg", "").startswith("started ")
     ]
-
-
-def worker_pids(supervisor_pid: int) -> set[int]:
-    """Living children of the supervisor according to /proc, whatever its endpoints say."""
-    children = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == supervisor_pid and fields[0] != "Z":
-            children.add(int(entry))
-    return children
 
 
 def test_kill_9_of_a_worker_is_replaced_and_counted(supervised):
@@ -178,26 +151,10 @@ def test_ttin_and_ttou_scale_the_download_stage(supervised):
 
 
 def test_systemd_notify_socket_gets_ready_status_watchdog_and_stopping(supervised):
-    name = f"kafkapipe-test-{uuid.uuid4().hex}"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind("\0" + name)
-    sock.settimeout(0.2)
-    received: list[dict[str, str]] = []
-    done = threading.Event()
-
-    def listen() -> None:
-        while not done.is_set():
-            try:
-                data = sock.recv(4096).decode()
-            except TimeoutError:
-                continue
-            received.append(dict(line.split("=", 1) for line in data.splitlines()))
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    try:
+    with NotifyListener() as notify:
+        received = notify.received
         sup = supervised({"stages": {"download": {"processes": 1}}})
-        sup.start("--stages", "ingest,download", env={"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "2000000"})
+        sup.start("--stages", "ingest,download", env={**notify.env, "WATCHDOG_USEC": "2000000"})
         wait_for(lambda: any(m.get("READY") == "1" for m in received), 90, "READY=1")
         ready = next(m for m in received if m.get("READY") == "1")
         assert ready["STATUS"].startswith("running; ingest 1/1, download 1/1 ready")
@@ -207,11 +164,7 @@ def test_systemd_notify_socket_gets_ready_status_watchdog_and_stopping(supervise
         sup.signal(signal.SIGTERM)
         assert sup.wait_exit(30) == 0
         wait_for(lambda: any(m.get("STOPPING") == "1" for m in received), 10, "STOPPING=1")
-    finally:
-        done.set()
-        listener.join()
-        sock.close()
-    statuses = [m["STATUS"] for m in received if "STATUS" in m]
+    statuses = notify.statuses()
     assert statuses and all("\n" not in s for s in statuses)
     assert any(s.startswith("stopping") for s in statuses)
 

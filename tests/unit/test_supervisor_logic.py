@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import attrs
 import pytest
@@ -11,56 +12,122 @@ from kafkapipe.config import SupervisorConfig
 from kafkapipe.errors import ConfigError
 from kafkapipe.supervision.metricsdir import choose_metrics_dir, prepare_metrics_dir
 from kafkapipe.supervision.planning import SlotView, plan_stage
-from kafkapipe.supervision.restarts import RestartPolicy, backoff_delay
+from kafkapipe.supervision.restarts import ExitKind, RestartPolicy, backoff_delay, classify_exit
 from kafkapipe.supervision.slot import CrashReport, Heartbeat, HeartbeatThrottle
 from kafkapipe.supervision.status import StageCount, status_line
 from kafkapipe.supervisor import parse_stages
 
-
 # ------------------------------------------------------------------------------- backoff
+BOOT = ExitKind.BOOT_FAILURE
+RUNTIME = ExitKind.RUNTIME
+KILLED_BOOTING = ExitKind.KILLED_BOOTING
+
+
+def _policy(**overrides) -> RestartPolicy:
+    settings = {"restart_backoff_max": 30.0, "crash_loop_restarts": 5, "crash_loop_window": 60.0, **overrides}
+    return RestartPolicy.from_config(SupervisorConfig(**settings))
+
+
 def test_backoff_first_restart_is_immediate_then_doubles_up_to_the_cap():
     delays = [backoff_delay(n, base=1.0, maximum=30.0) for n in range(1, 9)]
     assert delays == [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
 
 
-def test_policy_spawn_waits_for_the_backoff():
-    policy = RestartPolicy(backoff_max=30.0, max_restarts=5, window=60.0)
-    assert policy.record_failure(now=100.0, uptime=1.0) == 0.0
+@pytest.mark.parametrize(
+    ("code", "was_ready", "stale", "kind"),
+    [
+        (-signal.SIGKILL, True, False, RUNTIME),
+        (-signal.SIGTERM, True, False, RUNTIME),
+        (-signal.SIGSEGV, True, False, RUNTIME),
+        (1, True, False, RUNTIME),
+        (0, True, False, RUNTIME),
+        (3, False, False, BOOT),  # EXIT_BOOT_ERROR
+        (1, False, False, BOOT),
+        (0, False, False, BOOT),  # a worker that ends by itself before ready did not start
+        (-signal.SIGSEGV, False, False, BOOT),
+        (-signal.SIGABRT, False, False, BOOT),
+        (-signal.SIGKILL, False, True, BOOT),  # hung at boot, killed for its silent heartbeat
+        (-signal.SIGKILL, False, False, KILLED_BOOTING),  # OOM killer or kill -9 while booting
+        (-signal.SIGTERM, False, False, KILLED_BOOTING),
+    ],
+)
+def test_classify_exit(code, was_ready, stale, kind):
+    assert classify_exit(code, was_ready, stale) is kind
+
+
+def test_boot_failures_back_off_exponentially():
+    policy = _policy()
+    assert policy.record_exit(100.0, BOOT) == 0.0
     assert policy.may_spawn(100.0)
-    assert policy.record_failure(now=101.0, uptime=1.0) == 1.0
+    assert policy.record_exit(101.0, BOOT) == 1.0
     assert not policy.may_spawn(101.5)
     assert policy.may_spawn(102.0)
+    assert policy.record_exit(102.0, BOOT) == 2.0
 
 
-def test_crash_loop_is_more_than_max_restarts_within_the_window():
-    policy = RestartPolicy(backoff_max=30.0, max_restarts=3, window=60.0)
+def test_crash_loop_is_more_than_max_restarts_boot_failures_within_the_window():
+    policy = _policy(crash_loop_restarts=3)
     for t in (0.0, 1.0, 3.0):
-        policy.record_failure(now=t, uptime=0.5)
+        policy.record_exit(t, BOOT)
         assert not policy.crash_looping(t)
-    policy.record_failure(now=7.0, uptime=0.5)
+    policy.record_exit(7.0, BOOT)
     assert policy.crash_looping(7.0)
 
 
 def test_failures_older_than_the_window_are_forgotten():
-    policy = RestartPolicy(backoff_max=30.0, max_restarts=2, window=10.0)
+    policy = _policy(crash_loop_restarts=2, crash_loop_window=10.0)
     for t in (0.0, 8.0):
-        policy.record_failure(now=t, uptime=0.5)
-    policy.record_failure(now=16.0, uptime=0.5)  # the failure at 0.0 has left the window
+        policy.record_exit(t, BOOT)
+    policy.record_exit(16.0, BOOT)  # the failure at 0.0 has left the window
     assert not policy.crash_looping(16.0)
     assert policy.recent_failures(16.0) == 2
 
 
-def test_a_worker_that_ran_a_whole_window_resets_the_backoff():
-    policy = RestartPolicy(backoff_max=30.0, max_restarts=5, window=60.0)
-    policy.record_failure(now=0.0, uptime=1.0)
-    assert policy.record_failure(now=1.0, uptime=1.0) == 1.0
-    assert policy.record_failure(now=200.0, uptime=120.0) == 0.0
+def test_deaths_after_ready_never_make_a_crash_loop():
+    """A kill -9 storm: hundreds of ready workers dying within one window is no reason to give up."""
+    policy = _policy(crash_loop_restarts=1, crash_loop_window=600.0)
+    for n in range(300):
+        policy.record_exit(float(n), RUNTIME, ready_for=0.5)
+        assert not policy.crash_looping(float(n))
 
 
-def test_boot_errors_always_count_and_never_reset_the_backoff():
-    policy = RestartPolicy(backoff_max=30.0, max_restarts=5, window=60.0)
-    policy.record_failure(now=0.0, uptime=0.1, boot_error=True)
-    assert policy.record_failure(now=100.0, uptime=100.0, boot_error=True) == 1.0
+def test_kills_while_booting_get_the_short_backoff_and_never_make_a_crash_loop():
+    policy = _policy(crash_loop_restarts=1, crash_loop_window=600.0, runtime_restart_backoff_max=2.0)
+    delays = [policy.record_exit(float(n), KILLED_BOOTING) for n in range(8)]
+    assert delays == [0.0, 0.25, 0.5, 1.0, 2.0, 2.0, 2.0, 2.0]
+    assert not policy.crash_looping(8.0)
+
+
+def test_a_dead_ready_worker_restarts_at_once_and_its_backoff_stays_short():
+    policy = _policy(runtime_restart_backoff_max=2.0, restart_backoff_max=30.0)
+    delays = [policy.record_exit(float(n), RUNTIME, ready_for=1.0) for n in range(10)]
+    assert delays[0] == 0.0
+    assert max(delays) == 2.0
+    assert delays == sorted(delays)
+
+
+def test_a_worker_that_ran_healthily_resets_the_runtime_backoff():
+    policy = _policy(healthy_after=10.0)
+    for n in range(5):
+        policy.record_exit(float(n), RUNTIME, ready_for=1.0)
+    assert policy.record_exit(100.0, RUNTIME, ready_for=10.0) == 0.0
+    assert policy.may_spawn(100.0)
+
+
+def test_the_boot_and_runtime_backoffs_are_separate():
+    """The two backoffs are separate: a ready worker's death does not earn a boot failure's delay."""
+    policy = _policy()
+    for t in (0.0, 1.0, 3.0):
+        policy.record_exit(t, BOOT)
+    policy.record_ready()
+    assert policy.record_exit(50.0, RUNTIME, ready_for=1.0) == 0.0
+    assert policy.record_exit(50.0, BOOT) == 0.0  # a ready worker reset the boot backoff
+
+
+def test_boot_failures_are_not_forgiven_by_a_long_boot():
+    policy = _policy()
+    policy.record_exit(0.0, BOOT)
+    assert policy.record_exit(100.0, BOOT) == 1.0
 
 
 def test_crash_at_start_gives_up_inside_the_window_with_default_settings():
@@ -69,7 +136,7 @@ def test_crash_at_start_gives_up_inside_the_window_with_default_settings():
     policy = RestartPolicy.from_config(config)
     now, boot_time = 0.0, 0.5
     while not policy.crash_looping(now):
-        delay = policy.record_failure(now=now, uptime=boot_time, boot_error=True)
+        delay = policy.record_exit(now, BOOT)
         if policy.crash_looping(now):
             break
         now += delay + boot_time
@@ -77,11 +144,13 @@ def test_crash_at_start_gives_up_inside_the_window_with_default_settings():
 
 
 def test_configure_applies_reloaded_settings_and_keeps_history():
-    policy = RestartPolicy(backoff_max=30.0, max_restarts=5, window=60.0)
-    policy.record_failure(now=0.0, uptime=1.0)
-    policy.record_failure(now=1.0, uptime=1.0)
-    policy.configure(SupervisorConfig(crash_loop_restarts=1))
+    policy = _policy()
+    policy.record_exit(0.0, BOOT)
+    policy.record_exit(1.0, BOOT)
+    policy.configure(SupervisorConfig(crash_loop_restarts=1, runtime_restart_backoff_max=0.5))
     assert policy.crash_looping(1.0)
+    for n in range(5):
+        assert policy.record_exit(2.0 + n, RUNTIME) <= 0.5
 
 
 # ---------------------------------------------------------------------------- planning
