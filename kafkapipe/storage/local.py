@@ -8,26 +8,36 @@ those once they are older than any live download can be.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from kafkapipe.errors import AuthError, PermanentError, TransientError
-from kafkapipe.storage.base import BlobWriter, Storage
+from kafkapipe.errors import AuthError, PermanentError, StorageUnavailableError
+from kafkapipe.storage.base import BlobWriter, Storage, StoredBlob
 
 INCOMING = ".incoming"
 TEMP_PREFIX = ".tmp-"
 
 
-def _classify_os_error(exc: OSError, where: str) -> Exception:
-    import errno
+# Our own disk cannot take the write: the task is fine, storage must be fixed (held, never dead-lettered).
+UNAVAILABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EAGAIN})
 
+
+def _classify_os_error(exc: OSError, where: str) -> Exception:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return AuthError(f"storage refused access to {where}: {exc.strerror}")
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN):
-        return TransientError(f"storage write failed at {where}: {exc.strerror}")
+    if exc.errno in UNAVAILABLE_ERRNOS:
+        return _unavailable(exc, where)
     return PermanentError(f"storage write failed at {where}: {exc.strerror}")
+
+
+def _unavailable(exc: OSError, where: str) -> StorageUnavailableError:
+    error = StorageUnavailableError(f"storage write failed at {where}: {exc.strerror}")
+    error.reason = errno.errorcode.get(exc.errno or 0, "")  # type: ignore[attr-defined]
+    return error
 
 
 class LocalWriter(BlobWriter):
@@ -35,10 +45,16 @@ class LocalWriter(BlobWriter):
         self._final = final
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            incoming.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=incoming)
         except OSError as exc:
             raise _classify_os_error(exc, str(final.parent)) from None
+        try:
+            incoming.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=incoming)
+        except OSError as exc:  # our own temp directory: whatever is wrong there is not the task's fault
+            error = _classify_os_error(exc, str(incoming))
+            if isinstance(error, PermanentError):
+                error = _unavailable(exc, str(incoming))
+            raise error from None
         self._tmp = Path(tmp)
         self._file = os.fdopen(fd, "wb")
         self._done = False
@@ -97,7 +113,7 @@ class LocalStorage(Storage):
         removed = 0
         try:
             entries = list(os.scandir(self.incoming))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the writer reports a broken .incoming
             return 0
         for entry in entries:
             try:
@@ -110,6 +126,22 @@ class LocalStorage(Storage):
 
     def exists(self, blob_path: str) -> bool:
         return self._path(blob_path).is_file()
+
+    def stat(self, blob_path: str) -> StoredBlob | None:
+        """A file at the final path is complete: it is only published by a rename after fsync."""
+        path = self._path(blob_path)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(path, "rb") as file:
+                while chunk := file.read(1024 * 1024):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise _classify_os_error(exc, str(path)) from None
+        return StoredBlob(bytes=size, sha256=digest.hexdigest())
 
     def describe(self, blob_path: str) -> str:
         return str(self._path(blob_path))
