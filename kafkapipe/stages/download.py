@@ -141,7 +141,8 @@ class DownloadStage:
             log.info("circuit open; waiting %.1fs for the probe: %s", exc.retry_after or 0.0, exc.message)
             waited = circuitwaits.one_more(task, now)
             return Done(self.outcomes.circuit_open(waited, error, started, exc.retry_after))
-        log.info("attempt %d failed (circuit open, waited enough): %s", task.retry_count + 1, exc.message)
+        error = ErrorInfo(str(ErrorCategory.TRANSIENT), f"{exc.message} (waited for it long enough)")
+        log.info("attempt %d failed (transient): %s", task.retry_count + 1, error.message)
         return Done(self.outcomes.transient(task, error, started, retry_after=exc.retry_after))
 
     def _failed(
