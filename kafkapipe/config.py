@@ -48,6 +48,11 @@ def _non_negative(instance: Any, attribute: attrs.Attribute, value: float) -> No
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
+def _fraction(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{attribute.name} must be in (0, 1], got {value!r}")
+
+
 def _one_of(*choices: str):
     def check(instance: Any, attribute: attrs.Attribute, value: str) -> None:
         if value not in choices:
@@ -304,8 +309,20 @@ class DownloadConfig:
     max_retry_after: float = field(default=3600.0, validator=_positive)
     verify_tls: bool = True
     ca_bundle: str = ""
-    circuit_failure_threshold: int = field(default=5, validator=_positive)
+    # A host's circuit opens when at least circuit_failure_rate of its recent calls failed, once
+    # circuit_minimum_calls distinct URLs are in the window of the last circuit_window_size.
+    circuit_failure_rate: float = field(default=0.5, validator=_fraction)
+    circuit_minimum_calls: int = field(default=10, validator=_positive)
+    circuit_window_size: int = field(default=50, validator=_positive)
     circuit_reset_timeout: float = field(default=30.0, validator=_positive)
+    # A task turned away by an open circuit waits for the probe; after this many waits, or this
+    # long since its first wait, the next rejection counts as a transient failure (uses an attempt).
+    max_circuit_waits: int = field(default=10, validator=_non_negative)
+    max_circuit_wait: float = field(default=3600.0, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.circuit_minimum_calls > self.circuit_window_size:
+            raise ValueError("circuit_minimum_calls must not exceed circuit_window_size")
     user_agent: str = "kafkapipe/1"
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -220,6 +221,40 @@ class ScrubFilter(logging.Filter):
         return True
 
 
+class RepeatFilter(logging.Filter):
+    """Lets one of a run of identical lines through per ``interval`` seconds.
+
+    Identical means the same logger, level and rendered message (after scrubbing). The first
+    line after a quiet interval carries ``repeated``: how many copies were held back, so a
+    storm is visible without filling the disk.
+    """
+
+    def __init__(self, interval: float = 10.0, max_keys: int = 4096, clock=time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self.max_keys = max_keys
+        self._clock = clock
+        self._seen: dict[tuple[str, int, str], list[float | int]] = {}  # key → [last emitted, held back]
+        self._lock = threading.Lock()  # handlers filter before taking their own lock
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        with self._lock:
+            return self._admit(key, record, self._clock())
+
+    def _admit(self, key: tuple[str, int, str], record: logging.LogRecord, now: float) -> bool:
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return False
+        if entry is not None and entry[1]:
+            record.repeated = entry[1]
+        if len(self._seen) >= self.max_keys:
+            self._seen.clear()
+        self._seen[key] = [now, 0]
+        return True
+
+
 def _timestamp(record: logging.LogRecord) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}+00:00"
 
@@ -268,6 +303,7 @@ def setup(level: str = "INFO", fmt: str = "json", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(ScrubFilter())
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

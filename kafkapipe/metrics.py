@@ -69,3 +69,10 @@ WORKERS = Gauge(
 RELOADS = Counter(
     "kafkapipe_config_reloads_total", "SIGHUP reloads by outcome: applied, rejected", ["outcome"]
 )
+STORAGE_HOLDS = Counter(
+    "kafkapipe_storage_holds_total", "Times the download stage held a task because storage was unavailable",
+    ["reason"],
+)
+ALREADY_STORED = Counter(
+    "kafkapipe_already_stored_total", "Tasks reported successful without a request: their blob was already stored"
+)

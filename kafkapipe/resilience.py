@@ -1,29 +1,38 @@
 """Per-host circuit breakers and exponential backoff with full jitter.
 
-A host that keeps failing should stop costing connections and attempts: after
-``failure_threshold`` consecutive counting failures its circuit opens, and
-tasks for it are routed to the first retry topic *without* using up an
-attempt (CONTRACT §3, ``circuit_open``). After ``reset_timeout`` one probe
-request is let through (half-open); its outcome closes or re-opens the
-circuit. Only the caller knows which outcomes say something about the host's
-health, so it reports them: :meth:`CircuitBreakers.record_failure` for
-transient failures (connect errors, timeouts, 5xx, 429), and
-:meth:`CircuitBreakers.record_success` for any answer that proves the host is
-up — including a 404, which is the task's problem, not the host's.
-Retry-After is parsed where responses are classified
-(:func:`kafkapipe.download.classify.parse_retry_after`).
+A host that is failing should stop costing connections and attempts, but a
+host that fails *some* of its URLs is not failing: the circuit opens on the
+host's failure **rate** over a sliding window of recent calls, once the
+window holds a minimum number of them (as Resilience4j's
+failureRateThreshold / minimumNumberOfCalls / slidingWindowSize). The window
+keeps the latest outcome per URL, so one URL retried many times counts once:
+only failures across distinct URLs say something about the host.
 
-Breakers live inside one download process and are shared by its threads;
-every process keeps its own (the metric uses ``livemax`` across them).
+While open, tasks for the host are turned away without a request and
+without using an attempt (``circuit_open``); after ``reset_timeout`` one
+probe request is let through (half-open) and its outcome closes or re-opens
+the circuit. Only the caller knows which outcomes speak about the host, so
+it reports them: :meth:`CircuitBreakers.record_failure` for connect errors,
+timeouts, resets, 5xx and 429; :meth:`CircuitBreakers.record_success` for any
+answer that proves the host is up, including a 404 (the URL's problem).
+Failures of our own storage are reported as neither.
+
+Breakers live inside one download process and are shared by its threads.
+The ``kafkapipe_circuit_state`` gauge has a series only for hosts whose
+circuit is not closed: closing removes it, so the series count stays bounded
+by the hosts in trouble, not by every host ever seen.
 """
 
 from __future__ import annotations
 
+import collections
 import enum
 import random
 import threading
 import time
 from collections.abc import Callable
+
+import attrs
 
 from kafkapipe.errors import CircuitOpenError
 from kafkapipe.metrics import CIRCUIT_STATE
@@ -37,11 +46,28 @@ class CircuitState(enum.IntEnum):
     OPEN = 2
 
 
-def _check_settings(failure_threshold: int, reset_timeout: float) -> None:
-    if failure_threshold < 1:
-        raise ValueError("failure_threshold must be >= 1")
-    if reset_timeout <= 0:
-        raise ValueError("reset_timeout must be > 0")
+def _check_rate(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{attribute.name} must be in (0, 1]")
+
+
+def _check_positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0")
+
+
+@attrs.frozen
+class CircuitSettings:
+    """When a host's circuit opens and how long it stays open."""
+
+    failure_rate: float = attrs.field(default=0.5, validator=_check_rate)
+    minimum_calls: int = attrs.field(default=10, validator=_check_positive)
+    window_size: int = attrs.field(default=50, validator=_check_positive)
+    reset_timeout: float = attrs.field(default=30.0, validator=_check_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.minimum_calls > self.window_size:
+            raise ValueError("minimum_calls must be <= window_size")
 
 
 class CircuitBreaker:
@@ -54,20 +80,14 @@ class CircuitBreaker:
     """
 
     def __init__(
-        self,
-        failure_threshold: int,
-        reset_timeout: float,
-        clock: Callable[[], float] = time.monotonic,
-        host: str = "",
+        self, settings: CircuitSettings, clock: Callable[[], float] = time.monotonic, host: str = ""
     ) -> None:
-        _check_settings(failure_threshold, reset_timeout)
-        self.failure_threshold = failure_threshold
-        self.reset_timeout = reset_timeout
+        self.settings = settings
         self.host = host
         self._clock = clock
         self._lock = threading.Lock()
         self._state = CircuitState.CLOSED
-        self._failures = 0
+        self._window: collections.OrderedDict[str, bool] = collections.OrderedDict()  # url → failed
         self._opened_at = 0.0
         self._probe_at: float | None = None
 
@@ -78,9 +98,9 @@ class CircuitBreaker:
 
     @property
     def idle(self) -> bool:
-        """Closed with no failures counted: indistinguishable from a new breaker."""
+        """Closed with no failure in the window: forgetting it loses nothing that matters."""
         with self._lock:
-            return self._state is CircuitState.CLOSED and self._failures == 0
+            return self._state is CircuitState.CLOSED and not any(self._window.values())
 
     def before(self) -> None:
         """Raise :class:`CircuitOpenError` unless a request to this host may go ahead."""
@@ -89,45 +109,67 @@ class CircuitBreaker:
             if self._state is CircuitState.CLOSED:
                 return
             if self._state is CircuitState.OPEN:
-                remaining = self._opened_at + self.reset_timeout - now
+                remaining = self._opened_at + self.settings.reset_timeout - now
                 if remaining > 0:
                     raise self._rejected(remaining)
                 self._set(CircuitState.HALF_OPEN)
                 self._probe_at = now
                 return
             # Half-open: one probe is out; admit another only if that one was lost.
-            if self._probe_at is not None and now - self._probe_at < self.reset_timeout:
-                raise self._rejected(self._probe_at + self.reset_timeout - now)
+            if self._probe_at is not None and now - self._probe_at < self.settings.reset_timeout:
+                raise self._rejected(self._probe_at + self.settings.reset_timeout - now)
             self._probe_at = now
 
-    def record_success(self) -> None:
+    def record_success(self, url: str = "") -> None:
         with self._lock:
-            self._failures = 0
-            self._probe_at = None
-            if self._state is not CircuitState.CLOSED:
-                self._set(CircuitState.CLOSED)
-
-    def record_failure(self) -> None:
-        with self._lock:
-            now = self._clock()
             if self._state is CircuitState.HALF_OPEN:
-                self._open(now)
+                self._close()
             elif self._state is CircuitState.CLOSED:
-                self._failures += 1
-                if self._failures >= self.failure_threshold:
-                    self._open(now)
+                self._note(url, failed=False)
+            # Open: a late success of a request admitted before it opened does not close it.
+
+    def record_failure(self, url: str = "") -> None:
+        with self._lock:
+            if self._state is CircuitState.HALF_OPEN:
+                self._open(self._clock())
+            elif self._state is CircuitState.CLOSED:
+                self._note(url, failed=True)
+                if self._tripped():
+                    self._open(self._clock())
             # Already open: a late report from a request admitted before it opened
             # must not push the reopening further out.
+
+    def _note(self, url: str, *, failed: bool) -> None:
+        self._window.pop(url, None)  # the latest outcome of a URL replaces its earlier one
+        self._window[url] = failed
+        while len(self._window) > self.settings.window_size:
+            self._window.popitem(last=False)
+
+    def _tripped(self) -> bool:
+        calls = len(self._window)
+        if calls < self.settings.minimum_calls:
+            return False
+        failures = sum(self._window.values())
+        return failures / calls >= self.settings.failure_rate
 
     def _open(self, now: float) -> None:
         self._opened_at = now
         self._probe_at = None
-        self._failures = 0
+        self._window.clear()
         self._set(CircuitState.OPEN)
+
+    def _close(self) -> None:
+        self._probe_at = None
+        self._window.clear()
+        self._set(CircuitState.CLOSED)
 
     def _set(self, state: CircuitState) -> None:
         self._state = state
-        if self.host:
+        if not self.host:
+            return
+        if state is CircuitState.CLOSED:
+            _remove_series(self.host)
+        else:
             CIRCUIT_STATE.labels(host=self.host).set(int(state))
 
     def _rejected(self, remaining: float) -> CircuitOpenError:
@@ -138,24 +180,28 @@ class CircuitBreaker:
         )
 
 
+def _remove_series(host: str) -> None:
+    try:
+        CIRCUIT_STATE.remove(host)
+    except KeyError:  # never had a series: it was never open
+        pass
+
+
 class CircuitBreakers:
     """The per-host registry the download threads share.
 
-    Idle breakers (closed, no failures) are dropped once there are more than
-    ``max_hosts`` of them, so suffix allow-lists with many distinct hosts do not
-    grow memory without bound; forgetting an idle breaker loses nothing.
+    Idle breakers (closed, no failure in the window) are dropped once there
+    are more than ``max_hosts`` of them, so suffix allow-lists with many
+    distinct hosts do not grow memory without bound.
     """
 
     def __init__(
         self,
-        failure_threshold: int,
-        reset_timeout: float,
+        settings: CircuitSettings,
         clock: Callable[[], float] = time.monotonic,
         max_hosts: int = 10_000,
     ) -> None:
-        _check_settings(failure_threshold, reset_timeout)
-        self.failure_threshold = failure_threshold
-        self.reset_timeout = reset_timeout
+        self.settings = settings
         self.max_hosts = max_hosts
         self._clock = clock
         self._lock = threading.Lock()
@@ -168,7 +214,7 @@ class CircuitBreakers:
             if breaker is None:
                 if len(self._breakers) >= self.max_hosts:
                     self._prune()
-                breaker = CircuitBreaker(self.failure_threshold, self.reset_timeout, self._clock, host=key)
+                breaker = CircuitBreaker(self.settings, self._clock, host=key)
                 self._breakers[key] = breaker
             return breaker
 
@@ -176,12 +222,12 @@ class CircuitBreakers:
         """Raise :class:`CircuitOpenError` if ``host``'s circuit rejects the request."""
         self.get(host).before()
 
-    def record_success(self, host: str) -> None:
-        self.get(host).record_success()
+    def record_success(self, host: str, url: str = "") -> None:
+        self.get(host).record_success(url)
 
-    def record_failure(self, host: str) -> None:
-        """Count one transient failure (connect error, timeout, 5xx, 429) against ``host``."""
-        self.get(host).record_failure()
+    def record_failure(self, host: str, url: str = "") -> None:
+        """Count one failure of ``url`` that speaks about ``host`` (connect error, timeout, 5xx, 429)."""
+        self.get(host).record_failure(url)
 
     def state(self, host: str) -> CircuitState:
         with self._lock:

@@ -2,9 +2,12 @@
 
 The consume loop's thread hands each task to a bounded thread pool; a
 worker thread validates the URL, consults the host's circuit, streams the
-body into storage and reports the verdict. Storage credentials refused
-(``auth``) hold the stage and the same task is tried again; nothing else
-ever blocks the partition.
+body into storage and reports the verdict. A task whose blob is already
+stored complete is reported successful without a request. Storage
+credentials refused (``auth``) or storage unavailable (``storage``: disk
+full, read-only, service busy, container missing) hold the stage and the
+same task is tried again; neither dead-letters the task nor counts against
+the source host's circuit. Nothing else ever blocks the partition.
 """
 
 from __future__ import annotations
@@ -19,20 +22,26 @@ from confluent_kafka import Message
 from kafkapipe import metrics
 from kafkapipe.config import Config
 from kafkapipe.download.fetch import Fetcher
-from kafkapipe.errors import ErrorCategory, PipelineError, ValidationError, category_of
+from kafkapipe.errors import CircuitOpenError, ErrorCategory, PipelineError, ValidationError, category_of
 from kafkapipe.kafka.loop import Again, Complete, Done, Output, Release, Verdict
 from kafkapipe.log import context, redact_url
 from kafkapipe.messages import DownloadTask, ErrorInfo, InvalidMessage, loads
 from kafkapipe.paths import stored_path
-from kafkapipe.resilience import CircuitBreakers
+from kafkapipe.resilience import CircuitBreakers, CircuitSettings
 from kafkapipe.security.tasks import check_task
+from kafkapipe.stages import circuitwaits
+from kafkapipe.stages.donework import DoneWork, StoredInStorage
 from kafkapipe.stages.outcomes import Outcomes, raw_dead_letter
 from kafkapipe.storage import open_storage
+from kafkapipe.storage.base import BlobWriter
 
 log = logging.getLogger(__name__)
 
-# Failures that say something about the host's health, and so count toward its circuit.
+# Failures that say something about the host's health, and so count toward its circuit
+# (only when they come from the host, not from our storage).
 CIRCUIT_FAILURES = {ErrorCategory.TRANSIENT}
+# Failures of our side that hold the stage: the same task is tried again, nothing is dead-lettered.
+HOLDS = {ErrorCategory.AUTH: "storage credentials refused", ErrorCategory.STORAGE: "storage unavailable"}
 
 
 class DownloadStage:
@@ -53,9 +62,10 @@ class DownloadStage:
         self.outcomes = Outcomes(config.topics, stage=self.name, max_retry_after=config.download.max_retry_after)
         self.dlq_topic = self.dead_letter_topic = config.topics.dlq
         self._revocations: dict[tuple[str, int], int] = {}  # partition → times revoked
-        self.breakers = CircuitBreakers(
-            config.download.circuit_failure_threshold, config.download.circuit_reset_timeout
-        )
+        self.breakers = CircuitBreakers(circuit_settings(config))
+        self.max_circuit_waits = config.download.max_circuit_waits
+        self.max_circuit_wait = config.download.max_circuit_wait
+        self.done_work: DoneWork = StoredInStorage(self.storage)
         self.pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="download")
 
     def handle(self, messages: list[Message], complete: Complete) -> None:
@@ -92,24 +102,44 @@ class DownloadStage:
         host = self._host(task.attachment_url)
         try:
             check_task(task)  # its blob_path came off a topic: re-derived, never trusted
+        except ValidationError as exc:
+            return self._failed(task, exc, host, started, from_storage=False)
+        try:
+            stored = self.done_work.lookup(task)
+        except PipelineError as exc:
+            if exc.category in HOLDS:
+                return self._hold(exc)
+            log.warning("could not check for an already stored blob (%s); downloading", exc.message)
+            stored = None
+        if stored is not None:
+            metrics.ALREADY_STORED.inc()
+            log.info("already stored %s (%d bytes); not downloaded again", task.blob_path, stored.bytes)
+            return Done(self.outcomes.success(task, started, bytes=stored.bytes, sha256=stored.sha256))
+        try:
             self.breakers.before(host)
-            with self.storage.open_writer(task.blob_path) as writer:
+        except CircuitOpenError as exc:
+            return self._circuit_open(task, exc, started)
+        writer: _Watched | None = None
+        try:
+            writer = _Watched(self.storage.open_writer(task.blob_path))
+            with writer:
                 outcome = self.fetcher.fetch(task.attachment_url, writer)
                 writer.commit()
         except PipelineError as exc:
-            return self._failed(task, exc, host, started)
+            from_storage = writer is None or writer.failed
+            return self._failed(task, exc, host, started, from_storage=from_storage)
         except Exception as exc:
             category = category_of(exc)
             log.exception("unclassified failure downloading %s", redact_url(task.attachment_url))
             error = ErrorInfo(category, f"{type(exc).__name__}: {exc}")
             return Done(self.outcomes.permanent(task, error, started))
-        self.breakers.record_success(host)
+        self.breakers.record_success(host, _url_key(task.attachment_url))
         metrics.DOWNLOAD_BYTES.inc(outcome.bytes)
-        stored = stored_path(task.blob_path, outcome.extension)
-        log.info("stored %s (%d bytes)", stored, outcome.bytes)
+        stored_as = stored_path(task.blob_path, outcome.extension)
+        log.info("stored %s (%d bytes)", stored_as, outcome.bytes)
         return Done(self.outcomes.success(
             task, started, http_status=outcome.http_status, bytes=outcome.bytes, sha256=outcome.sha256,
-            content_type=outcome.content_type, file_type=outcome.file_type, blob_path=stored,
+            content_type=outcome.content_type, file_type=outcome.file_type, blob_path=stored_as,
         ))
 
     def _host(self, url: str) -> str:
@@ -119,20 +149,41 @@ class DownloadStage:
         except ValidationError:
             return (urlsplit(url).hostname or "").lower()
 
-    def _failed(self, task: DownloadTask, exc: PipelineError, host: str, started: float) -> Verdict:
+    def _circuit_open(self, task: DownloadTask, exc: CircuitOpenError, started: float) -> Verdict:
+        """Wait for the probe without using an attempt, a bounded number of times; then it is an attempt."""
+        error = ErrorInfo(str(exc.category), exc.message)
+        now = time.time()
+        if circuitwaits.may_wait(task, now, self.max_circuit_waits, self.max_circuit_wait):
+            log.info("circuit open; waiting %.1fs for the probe: %s", exc.retry_after or 0.0, exc.message)
+            waited = circuitwaits.one_more(task, now)
+            return Done(self.outcomes.circuit_open(waited, error, started, exc.retry_after))
+        error = ErrorInfo(str(ErrorCategory.TRANSIENT), f"{exc.message} (waited for it long enough)")
+        log.info("attempt %d failed (transient): %s", task.retry_count + 1, error.message)
+        return Done(self.outcomes.transient(task, error, started, retry_after=exc.retry_after))
+
+    def _failed(
+        self, task: DownloadTask, exc: PipelineError, host: str, started: float, *, from_storage: bool
+    ) -> Verdict:
         category = exc.category
+        if category in HOLDS:
+            return self._hold(exc)
         error = ErrorInfo(str(category), exc.message)
         log.info("attempt %d failed (%s): %s", task.retry_count + 1, category, exc.message)
-        if category is ErrorCategory.AUTH:
-            return Again(f"storage credentials refused: {exc.message}")
-        if category is ErrorCategory.CIRCUIT_OPEN:
-            return Done(self.outcomes.circuit_open(task, error, started))
         if category in CIRCUIT_FAILURES:
-            self.breakers.record_failure(host)
+            if not from_storage:
+                self.breakers.record_failure(host, _url_key(task.attachment_url))
             return Done(self.outcomes.transient(task, error, started, exc.http_status, exc.retry_after))
-        if exc.http_status is not None:
-            self.breakers.record_success(host)  # the host answered; the URL is what's wrong
+        if exc.http_status is not None and not from_storage:
+            self.breakers.record_success(host, _url_key(task.attachment_url))  # the host answered
         return Done(self.outcomes.permanent(task, error, started, exc.http_status))
+
+    def _hold(self, exc: PipelineError) -> Again:
+        """Our side is failing, not the task: hold the stage and try the same task again."""
+        reason = HOLDS[exc.category]
+        if exc.category is ErrorCategory.STORAGE:
+            metrics.STORAGE_HOLDS.labels(_hold_reason(exc)).inc()
+        log.warning("%s; holding the task: %s", reason, exc.message)
+        return Again(f"{reason}: {exc.message}")
 
     def _poison(self, msg: Message, reason: str) -> Output:
         """A pending message that is not a DownloadTask: kept verbatim on the DLQ with the reason."""
@@ -146,3 +197,53 @@ class DownloadStage:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.fetcher.close()
         self.storage.close()
+
+
+def circuit_settings(config: Config) -> CircuitSettings:
+    download = config.download
+    return CircuitSettings(
+        failure_rate=download.circuit_failure_rate,
+        minimum_calls=download.circuit_minimum_calls,
+        window_size=download.circuit_window_size,
+        reset_timeout=download.circuit_reset_timeout,
+    )
+
+
+def _url_key(url: str) -> str:
+    """A URL as the circuit's window counts it: without its query, so re-signed copies are one URL."""
+    return redact_url(url)
+
+
+def _hold_reason(exc: PipelineError) -> str:
+    """A short, bounded label for the holds metric: the storage error code or errno name if known."""
+    code = getattr(exc, "error_code", "") or getattr(exc, "reason", "")
+    return code[:64] if isinstance(code, str) and code else "unavailable"
+
+
+class _Watched(BlobWriter):
+    """A writer that remembers whether storage itself failed, so a storage error never counts
+    against the source host."""
+
+    def __init__(self, inner: BlobWriter) -> None:
+        self.inner = inner
+        self.failed = False
+
+    def write(self, chunk: bytes) -> None:
+        try:
+            self.inner.write(chunk)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def commit(self) -> None:
+        try:
+            self.inner.commit()
+        except BaseException:
+            self.failed = True
+            raise
+
+    def use_extension(self, extension: str) -> None:
+        self.inner.use_extension(extension)
+
+    def abort(self) -> None:
+        self.inner.abort()

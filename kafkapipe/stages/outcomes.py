@@ -137,9 +137,14 @@ class Outcomes:
                 return index
         return last
 
-    def circuit_open(self, task: DownloadTask, error: ErrorInfo, started: float) -> list[Output]:
-        """Back to the first retry topic, keeping ``retry_count``: no attempt was made."""
-        routed = self._route(task, 0, error, None, task.retry_count)
+    def circuit_open(
+        self, task: DownloadTask, error: ErrorInfo, started: float, retry_after: float | None = None
+    ) -> list[Output]:
+        """Wait for the host's probe (``retry_after``), keeping ``retry_count``: no attempt was made.
+
+        The wait goes on the first retry topic whose delay covers it, like a Retry-After.
+        """
+        routed = self._route(task, self._topic_for(0, retry_after), error, retry_after, task.retry_count)
         result = self.result(task, STATUS_TRANSIENT, started, error=error)
         return [result, routed]
 

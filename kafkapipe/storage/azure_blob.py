@@ -48,16 +48,35 @@ from kafkapipe.auth.credentials import (
 )
 from kafkapipe.config import CREDENTIAL_KINDS, MAX_BLOCK_SIZE, MAX_BLOCKS, AzureBlobConfig
 from kafkapipe.download.classify import parse_retry_after
-from kafkapipe.errors import AuthError, ConfigError, PermanentError, PipelineError, TransientError
+from kafkapipe.errors import (
+    AuthError,
+    ConfigError,
+    PermanentError,
+    PipelineError,
+    StorageUnavailableError,
+    TransientError,
+)
 from kafkapipe.log import redact_url
 from kafkapipe.paths import check_relative, stored_path
-from kafkapipe.storage.base import BlobWriter, Storage
+from kafkapipe.resilience import backoff
+from kafkapipe.storage.base import BlobWriter, Storage, StoredBlob
 
 logger = logging.getLogger(__name__)
 
 WHERE = "storage.azure"
 DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
-TRANSIENT_CODES = frozenset({"InternalError", "OperationTimedOut", "ServerBusy"})
+# Our storage cannot take the write now: the task is fine, so the stage holds (never dead-letters).
+UNAVAILABLE_CODES = frozenset({"InternalError", "OperationTimedOut", "ServerBusy", "ContainerNotFound",
+                               "ContainerBeingDeleted", "ContainerDisabled", "AccountBeingCreated"})
+# The service saw a corrupted upload: this attempt failed, another one will do.
+TRANSIENT_CODES = frozenset({"Md5Mismatch", "InvalidBlockList"})
+# Limits and features of the account, explained so an operator knows what to change.
+EXPLAINED_CODES = {
+    "BlockCountExceedsLimit": "the blob would need more than 50,000 blocks: raise storage.azure.block_size "
+    "or lower download.max_bytes",
+    "BlobOperationNotSupported": "the account does not support this blob operation (e.g. a hierarchical "
+    "namespace or premium account feature is missing)",
+}
 AUTH_CODES = frozenset(
     {
         "AuthenticationFailed",
@@ -74,6 +93,8 @@ AUTH_CODES = frozenset(
     }
 )
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+MAX_RETRY_WAIT = 30.0  # longest pause between two tries of one request; beyond it the stage holds
+META_SHA256 = "x-ms-meta-sha256"
 # Headers in the Shared Key string-to-sign, in order, after the verb.
 _SIGNED_HEADERS = (
     "Content-Encoding",
@@ -112,16 +133,22 @@ def classify(
 
 
 def _classify(status: int, code: str, message: str, retry_after: float | None) -> PipelineError:
-    if code in TRANSIENT_CODES or (not code and status in TRANSIENT_STATUS) or status in (429, 503):
-        return TransientError(message, http_status=status, retry_after=retry_after)
-    if code in AUTH_CODES or status == 401 or (status == 403 and not code):
+    if status in (401, 403) or code in AUTH_CODES:
         return AuthError(message, http_status=status)
-    if status >= 500:
+    if code in TRANSIENT_CODES:
         return TransientError(message, http_status=status, retry_after=retry_after)
+    if code in UNAVAILABLE_CODES or status in TRANSIENT_STATUS or status >= 500:
+        return StorageUnavailableError(message, http_status=status, retry_after=retry_after)
+    if code in EXPLAINED_CODES:
+        return PermanentError(f"{message}: {EXPLAINED_CODES[code]}", http_status=status)
     return PermanentError(message, http_status=status)
 
 
 def _retry_after(response: requests.Response) -> float | None:
+    """``x-ms-retry-after-ms`` (the storage service's own, finer) or else ``Retry-After``."""
+    millis = response.headers.get("x-ms-retry-after-ms", "").strip()
+    if millis.isascii() and millis.isdigit() and len(millis) <= 12:
+        return int(millis) / 1000.0
     return parse_retry_after(response.headers.get("Retry-After"))
 
 
@@ -313,11 +340,11 @@ class AzureBlobStorage(Storage):
                 return error
             if isinstance(error, AuthError) and error.http_status is not None:
                 self._auth.invalidate()  # the service refused it; a credential failure keeps its backoff
-            if not isinstance(error, TransientError) or attempt == self.max_attempts:
+            if not isinstance(error, TransientError | StorageUnavailableError) or attempt == self.max_attempts:
                 raise error
-            delay = self.retry_backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
+            delay = backoff(attempt, self.retry_backoff, MAX_RETRY_WAIT, jitter=random.random)
             if error.retry_after is not None:
-                delay = max(delay, min(error.retry_after, 30.0))
+                delay = max(delay, min(error.retry_after, MAX_RETRY_WAIT))
             logger.info(
                 "azure blob request failed; retrying",
                 extra={"operation": operation, "url": where, "attempt": attempt, "error": error.message},
@@ -352,8 +379,8 @@ class AzureBlobStorage(Storage):
             response = session.send(prepared, timeout=self.timeout, allow_redirects=False, **settings)
         except PipelineError as exc:  # the credential failed (already secret-free)
             return exc
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            return TransientError(f"azure blob {operation} {where}: {type(exc).__name__}")
+        except (requests.ConnectionError, requests.Timeout) as exc:  # our storage is unreachable
+            return StorageUnavailableError(f"azure blob {operation} {where}: {type(exc).__name__}")
         except requests.RequestException as exc:
             return PermanentError(f"azure blob {operation} {where}: {type(exc).__name__}")
         if response.status_code in ok:
@@ -375,6 +402,24 @@ class AzureBlobStorage(Storage):
                 return False
             raise
         return True
+
+    def stat(self, blob_path: str) -> StoredBlob | None:
+        """A committed blob is complete (Put Block List is atomic); only ours carry their sha256.
+
+        A blob without the sha256 metadata was not written by this pipeline and is written again.
+        """
+        try:
+            response = self.request("HEAD", self.blob_url(blob_path), "Get Blob Properties", ok=(200,))
+        except PermanentError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        response.close()
+        sha256 = response.headers.get(META_SHA256, "")
+        length = response.headers.get("Content-Length", "")
+        if len(sha256) != 64 or not length.isdigit():
+            return None
+        return StoredBlob(bytes=int(length), sha256=sha256.lower())
 
     def describe(self, blob_path: str) -> str:
         return redact_url(self.blob_url(blob_path))
@@ -436,6 +481,7 @@ class AzureBlobWriter(BlobWriter):
         self._nonce = secrets.token_hex(16)
         self._ids: list[str] = []
         self._buffer = bytearray()
+        self._sha256 = hashlib.sha256()  # of what is stored, kept as metadata for Storage.stat
         self._state = "open"  # open → committed | aborted | failed
 
     def use_extension(self, extension: str) -> None:
@@ -452,6 +498,7 @@ class AzureBlobWriter(BlobWriter):
             raise PermanentError(f"azure blob writer for {redact_url(self._url)} is {self._state}")
         if not chunk:
             return
+        self._sha256.update(chunk)
         if not self._buffer and len(chunk) >= self._storage.block_size:
             self._put_block(bytes(chunk))
             return
@@ -509,11 +556,12 @@ class AzureBlobWriter(BlobWriter):
                     "Content-MD5": md5,
                     "Content-Type": "application/xml; charset=utf-8",
                     "x-ms-blob-content-type": "application/octet-stream",
+                    META_SHA256: self._sha256.hexdigest(),
                 },
                 data=body,
                 ok=(201,),
             )
-        except PermanentError as exc:
+        except TransientError as exc:
             self._state = "failed"
             if getattr(exc, "error_code", "") == "InvalidBlockList":
                 # Another writer of the same blob committed first and the service discarded our

@@ -12,6 +12,16 @@ from __future__ import annotations
 import abc
 from types import TracebackType
 
+import attrs
+
+
+@attrs.frozen
+class StoredBlob:
+    """A complete, published blob: its size and, where the backend knows it, its sha256."""
+
+    bytes: int
+    sha256: str | None = None
+
 
 class BlobWriter(abc.ABC):
     @abc.abstractmethod
@@ -58,6 +68,13 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def describe(self, blob_path: str) -> str:
         """Where ``blob_path`` lives, for logs and the CLI (no secrets)."""
+
+    def stat(self, blob_path: str) -> StoredBlob | None:
+        """The blob at ``blob_path`` if it is published complete; None if absent or unknown.
+
+        Backends that cannot tell keep this default, and their tasks are always downloaded.
+        """
+        return None
 
     def sweep(self, older_than: float) -> int:
         """Remove leftovers of writers that died more than ``older_than`` seconds ago.

@@ -13,28 +13,37 @@ into folders a failed download created.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 import tempfile
 import time
 from pathlib import Path
 
-from kafkapipe.errors import AuthError, PermanentError, TransientError, ValidationError
+from kafkapipe.errors import AuthError, PermanentError, StorageUnavailableError, ValidationError
 from kafkapipe.paths import check_relative, stored_name
-from kafkapipe.storage.base import BlobWriter, Storage
+from kafkapipe.storage.base import BlobWriter, Storage, StoredBlob
 
 INCOMING = ".incoming"
 TEMP_PREFIX = ".tmp-"
 
 
-def _classify_os_error(exc: OSError, where: str) -> Exception:
-    import errno
+# Our own disk cannot take the write: the task is fine, storage must be fixed (held, never dead-lettered).
+UNAVAILABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EAGAIN})
 
+
+def _classify_os_error(exc: OSError, where: str) -> Exception:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return AuthError(f"storage refused access to {where}: {exc.strerror}")
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN):
-        return TransientError(f"storage write failed at {where}: {exc.strerror}")
+    if exc.errno in UNAVAILABLE_ERRNOS:
+        return _unavailable(exc, where)
     return PermanentError(f"storage write failed at {where}: {exc.strerror}")
+
+
+def _unavailable(exc: OSError, where: str) -> StorageUnavailableError:
+    error = StorageUnavailableError(f"storage write failed at {where}: {exc.strerror}")
+    error.reason = errno.errorcode.get(exc.errno or 0, "")  # type: ignore[attr-defined]
+    return error
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -85,12 +94,20 @@ class LocalWriter(BlobWriter):
         self._incoming = incoming
         try:
             incoming.mkdir(parents=True, exist_ok=True)  # makes the root too
-            probe = _open_folder(root, self._folders, create=False)  # a planted symlink fails fast
-            if probe is not None:
-                os.close(probe)
             fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=incoming)
-        except OSError as exc:
-            raise _classify_os_error(exc, self._where) from None
+        except OSError as exc:  # our own temp directory: whatever is wrong there is not the task's fault
+            error = _classify_os_error(exc, str(incoming))
+            raise (_unavailable(exc, str(incoming)) if isinstance(error, PermanentError) else error) from None
+        try:
+            probe = _open_folder(root, self._folders, create=False)  # a planted symlink fails fast
+        except BaseException as exc:
+            os.close(fd)
+            os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise _classify_os_error(exc, self._where) from None
+            raise
+        if probe is not None:
+            os.close(probe)
         self._tmp = Path(tmp)
         self._file = os.fdopen(fd, "wb")
         self._done = False
@@ -177,7 +194,7 @@ class LocalStorage(Storage):
         removed = 0
         try:
             entries = list(os.scandir(self.incoming))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the writer reports a broken .incoming
             return 0
         for entry in entries:
             try:
@@ -194,5 +211,39 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             return False
 
+    def stat(self, blob_path: str) -> StoredBlob | None:
+        """A regular file at the final path is complete: it is only published by a rename after fsync."""
+        segments = check_relative(blob_path)
+        try:
+            folder = _open_folder(self.root, segments[:-1], create=False)
+        except ValidationError:
+            return None  # a symlink on the way: never followed, so nothing is stored there
+        except OSError as exc:
+            raise _classify_os_error(exc, str(self.root)) from None
+        if folder is None:
+            return None
+        try:
+            fd = os.open(segments[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None
+            raise _classify_os_error(exc, str(self._path(blob_path))) from None
+        finally:
+            os.close(folder)
+        return _digest(fd)
+
     def describe(self, blob_path: str) -> str:
         return str(self._path(blob_path))
+
+
+def _digest(fd: int) -> StoredBlob | None:
+    digest, size = hashlib.sha256(), 0
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            return None
+        while chunk := file.read(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+    return StoredBlob(bytes=size, sha256=digest.hexdigest())

@@ -107,7 +107,8 @@ def test_open_circuit_spares_attempts_and_other_hosts_keep_flowing(make_pipeline
             healthy.add(path, PDF)
         pipe = make_pipeline(fault_server, {
             "download": {"allowed_ports": [fault_server.port, healthy.port],
-                         "circuit_failure_threshold": 3, "circuit_reset_timeout": 5.0},
+                         "circuit_minimum_calls": 3, "circuit_window_size": 10,
+                         "circuit_reset_timeout": 5.0},
             "stages": {"download": {"threads": 1}},
         })
         pipe.start(ALL_STAGES)

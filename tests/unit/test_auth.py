@@ -49,6 +49,7 @@ from kafkapipe.errors import (
     ConfigError,
     ErrorCategory,
     PermanentError,
+    StorageUnavailableError,
     TransientError,
     category_of,
 )
@@ -536,24 +537,61 @@ def test_string_to_sign_for_azurite_and_put_block():
 @pytest.mark.parametrize(
     ("status", "code", "category"),
     [
-        (503, "ServerBusy", ErrorCategory.TRANSIENT),
-        (500, "OperationTimedOut", ErrorCategory.TRANSIENT),
-        (500, "InternalError", ErrorCategory.TRANSIENT),
-        (502, "", ErrorCategory.TRANSIENT),
+        # Our storage busy, failing or misconfigured: the stage holds, nothing is dead-lettered.
+        (503, "ServerBusy", ErrorCategory.STORAGE),
+        (500, "OperationTimedOut", ErrorCategory.STORAGE),
+        (500, "InternalError", ErrorCategory.STORAGE),
+        (502, "", ErrorCategory.STORAGE),
+        (429, "", ErrorCategory.STORAGE),
+        (404, "ContainerNotFound", ErrorCategory.STORAGE),
+        (409, "ContainerBeingDeleted", ErrorCategory.STORAGE),
+        # Any 401/403 is refused credentials or permissions: held like them.
         (403, "AuthenticationFailed", ErrorCategory.AUTH),
         (403, "AuthorizationPermissionMismatch", ErrorCategory.AUTH),
+        (403, "KeyBasedAuthenticationNotPermitted", ErrorCategory.AUTH),
+        (403, "AuthorizationFailure", ErrorCategory.AUTH),
+        (403, "SomeFutureRefusal", ErrorCategory.AUTH),
         (401, "InvalidAuthenticationInfo", ErrorCategory.AUTH),
         (401, "NoAuthenticationInformation", ErrorCategory.AUTH),
-        (404, "ContainerNotFound", ErrorCategory.PERMANENT),
-        (400, "InvalidBlockList", ErrorCategory.PERMANENT),
-        (400, "Md5Mismatch", ErrorCategory.PERMANENT),
+        # This attempt's upload was damaged or raced: another attempt will do.
+        (400, "Md5Mismatch", ErrorCategory.TRANSIENT),
+        (400, "InvalidBlockList", ErrorCategory.TRANSIENT),
+        # The task's own problem.
+        (409, "BlockCountExceedsLimit", ErrorCategory.PERMANENT),
+        (400, "BlobOperationNotSupported", ErrorCategory.PERMANENT),
         (412, "ConditionNotMet", ErrorCategory.PERMANENT),
+        (404, "BlobNotFound", ErrorCategory.PERMANENT),
     ],
 )
 def test_classify(status, code, category):
     error = classify(status, code, "Put Block", "https://a/c/b")
     assert error.category is category and error.http_status == status
-    assert str(error) == f"azure blob Put Block https://a/c/b: HTTP {status}" + (f" {code}" if code else "")
+    assert str(error).startswith(f"azure blob Put Block https://a/c/b: HTTP {status}" + (f" {code}" if code else ""))
+
+
+@pytest.mark.parametrize(
+    ("code", "hint"),
+    [("BlockCountExceedsLimit", "block_size"), ("BlobOperationNotSupported", "does not support")],
+)
+def test_account_limits_are_explained(code, hint):
+    error = classify(409, code, "Put Block List", "https://a/c/b")
+    assert hint in str(error)
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [({"x-ms-retry-after-ms": "1500"}, 1.5), ({"Retry-After": "7"}, 7.0),
+     ({"x-ms-retry-after-ms": "250", "Retry-After": "9"}, 0.25), ({"x-ms-retry-after-ms": "²"}, None),
+     ({"x-ms-retry-after-ms": "9" * 400}, None), ({}, None)],
+)
+def test_retry_after_from_either_header(headers, seconds):
+    import requests as rq
+
+    from kafkapipe.storage.azure_blob import _retry_after
+
+    response = rq.Response()
+    response.headers.update(headers)
+    assert _retry_after(response) == seconds
 
 
 # ------------------------------------------------------------------ loopback fake services
@@ -978,11 +1016,14 @@ def test_canary_secret_never_reaches_logs_or_exceptions(tmp_path, monkeypatch, s
                 failures.append(
                     expect_failure(
                         lambda w=writer: w.write(b"x" * 10) or w.commit(),
-                        (AuthError, TransientError, PermanentError),
+                        (AuthError, TransientError, StorageUnavailableError, PermanentError),
                     )
                 )
             failures.append(
-                expect_failure(lambda s=storage: s.exists("t/blob.bin"), (AuthError, TransientError, PermanentError))
+                expect_failure(
+                    lambda s=storage: s.exists("t/blob.bin"),
+                    (AuthError, TransientError, StorageUnavailableError, PermanentError),
+                )
             )
             assert CANARY not in storage.describe("t/blob.bin")
             storage.close()
@@ -1000,7 +1041,7 @@ def test_canary_secret_never_reaches_logs_or_exceptions(tmp_path, monkeypatch, s
 
     assert len(failures) >= 30
     categories = {category_of(f) for f in failures if not isinstance(f, ConfigError)}
-    assert ErrorCategory.AUTH in categories and ErrorCategory.TRANSIENT in categories
+    assert ErrorCategory.AUTH in categories and ErrorCategory.STORAGE in categories
     for failure in failures:
         text = exception_text(failure)
         assert CANARY not in text and CANARY_KEY not in text, text
@@ -1134,7 +1175,7 @@ def test_exists_is_false_on_404_and_errors_are_classified(server, monkeypatch):
     server.reply = lambda h: (400, {"x-ms-error-code": "Md5Mismatch", "x-ms-request-id": "req-2"}, b"")
     writer = storage.open_writer("a/b.bin")
     writer.write(b"x")
-    with pytest.raises(PermanentError, match=r"Md5Mismatch \(request id req-2\)$"):
+    with pytest.raises(TransientError, match=r"Md5Mismatch \(request id req-2\)$"):
         writer.commit()
 
 

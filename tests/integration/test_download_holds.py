@@ -1,0 +1,75 @@
+"""Our storage failing holds the task and never dead-letters it; work already stored is not redone.
+
+Real worker processes, the real broker and a real HTTP server on loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+import pytest
+from kafkahelpers import wait_for
+from pipelinehelpers import Pipeline, event
+
+ALL_STAGES = ("ingest", "download", "delay", "results")
+PDF = b"%PDF-1.7\n" + b"hold me " * 200
+# A SigV4 presigned URL that expired in 2020: refused before any connection unless already stored.
+EXPIRED_QUERY = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20200101T000000Z&X-Amz-Expires=60&X-Amz-Signature=ab"
+
+
+@pytest.fixture
+def make_pipeline(tmp_path, kafka_bootstrap, kafka_admin, unique_name):
+    made = []
+
+    def make(server, overrides=None):
+        pipe = Pipeline(tmp_path, kafka_bootstrap, unique_name("hold"), server.port, overrides)
+        pipe.create_topics(kafka_admin)
+        made.append(pipe)
+        return pipe
+
+    yield make
+    for pipe in made:
+        pipe.stop()
+
+
+def test_unwritable_local_storage_holds_the_task_until_fixed(make_pipeline, fault_server):
+    fault_server.add("/held.pdf", PDF)
+    pipe = make_pipeline(fault_server)
+    pipe.storage_root.mkdir(parents=True)
+    broken = pipe.storage_root / ".incoming"
+    broken.write_text("a file where the temp directory must be")  # like a full or read-only disk
+    pipe.start(ALL_STAGES)
+    pipe.produce([event("t-held", [fault_server.url("/held.pdf")])])
+    # Identical hold lines are rate-limited: the second one shows the hold lasted and repeated.
+    wait_for(lambda: pipe.logs().count("storage unavailable; holding the task") >= 2, 90,
+             "the task held again and again")
+    assert pipe.rows() == [] or all(r["status"] != "failed_permanent" for r in pipe.rows())
+
+    broken.unlink()  # storage fixed
+    row = pipe.wait_rows(1, status="success", timeout=90)[0]
+    assert row["attempt"] == 1, "holding used no attempt"
+    assert pipe.count(pipe.topics["dlq"]) == 0
+    assert pipe.count(f"{pipe.topics['retry_prefix']}.1s") == 0
+    assert [p.read_bytes() for p in pipe.stored_files()] == [PDF]
+
+
+def test_a_replayed_task_whose_blob_is_stored_succeeds_without_a_request(make_pipeline, fault_server):
+    fault_server.add("/done.pdf", PDF)
+    pipe = make_pipeline(fault_server)
+    pipe.start(ALL_STAGES)
+    url = fault_server.url("/done.pdf", query=EXPIRED_QUERY)
+    pipe.produce([event("t-done", [url])])
+    first = pipe.wait_rows(1, timeout=60)[0]
+    assert (first["status"], first["error_category"]) == ("failed_permanent", "expired")
+    assert fault_server.requests_to("/done.pdf") == 0
+
+    # The same task once its blob is there (an earlier attempt stored it): replayed from the DLQ.
+    dead = orjson.loads(pipe.read_topic(pipe.topics["dlq"], 1)[0].value())
+    target = pipe.storage_root / dead["task"]["blob_path"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(PDF)
+    pipe.cli("dlq", "replay", "--config", str(pipe.config_path), "--all-entries")
+    row = pipe.wait_rows(1, status="success", timeout=60)[0]
+    assert row["bytes"] == len(PDF) and row["sha256"] == hashlib.sha256(PDF).hexdigest()
+    assert fault_server.requests_to("/done.pdf") == 0, "no request for work already done"
