@@ -88,12 +88,14 @@ def _use_docker(request) -> bool:
             return True
         why = f"Docker answers but the test images cannot be pulled or built: {why}"
     if DOCKER_REQUIRED:
-        pytest.fail(f"KAFKAPIPE_TEST_DOCKER=1 but {why}", pytrace=False)
+        pytest.fail(f"KAFKAPIPE_TEST_DOCKER=1 (bin/test --docker), and {why[0].lower()}{why[1:]}", pytrace=False)
     if compose is not None and not SERVICE_SOURCES.get("_said"):
         SERVICE_SOURCES["_said"] = why
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"\n{why}; using bin/kafka-local and bin/azurite-local instead")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"\n{why}; using bin/kafka-local and bin/azurite-local instead")
     return False
 
 
