@@ -99,6 +99,17 @@ def _use_docker(request) -> bool:
     return False
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The systemd suite (marker `systemd`: a container with systemd as PID 1) is deselected
+    unless asked for with `-m systemd` or KAFKAPIPE_TEST_SYSTEMD=1."""
+    if "systemd" in (config.getoption("markexpr") or "") or os.environ.get("KAFKAPIPE_TEST_SYSTEMD") == "1":
+        return
+    deselected = [item for item in items if item.get_closest_marker("systemd")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("systemd")]
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     said = {k: v for k, v in SERVICE_SOURCES.items() if not k.startswith("_")}
     if said:
