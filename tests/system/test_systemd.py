@@ -120,7 +120,7 @@ def machine(systemd_image):
         m.remove()
 
 
-def test_service_starts_ready_stores_reloads_and_stops(machine, tmp_path, kafka_bootstrap, kafka_admin,
+def test_service_starts_ready_stores_reloads_scales_and_stops(machine, tmp_path, kafka_bootstrap, kafka_admin,
                                                        unique_name):
     with FaultServer() as server:
         name = unique_name("sd")
@@ -175,6 +175,12 @@ def test_service_starts_ready_stores_reloads_and_stops(machine, tmp_path, kafka_
         assert state == {"ActiveState": "active", "MainPID": main_pid}, (state, machine.journal())
         publish("after", 10)
         wait_for(lambda: len(machine.stored()) >= 30, 120, "10 more attachments stored after the reload")
+
+        # TTIN to the supervisor only (as the unit's header says): one more download worker
+        before = machine.workers(main_pid)
+        machine.sh("systemctl kill -s TTIN --kill-whom=main kafkapipe")
+        wait_for(lambda: len(machine.workers(main_pid)) == len(before) + 1, 60,
+                 "one more worker after TTIN")
 
         # stop: exit 0 within TimeoutStopSec
         machine.sh("systemctl stop kafkapipe", timeout=60)
