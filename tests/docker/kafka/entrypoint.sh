@@ -15,7 +15,11 @@ sed -e "s|@PORT@|${KAFKA_PORT:-9092}|g" -e "s|@SASL_PORT@|${KAFKA_SASL_PORT:-909
     "$HERE/server.properties" > "$DIR/server.properties"
 if [ ! -f "$DIR/data/meta.properties" ]; then
     # 16 random bytes, URL-safe base64 without padding (what `kafka-storage random-uuid` prints)
-    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    # An id starting with "-" would be taken for an option (Kafka's own ids never start so).
+    cluster_id=-
+    while [ "${cluster_id#-}" != "$cluster_id" ]; do
+        cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    done
     java -Xmx256m "$LOG4J" -cp "$CP" kafka.tools.StorageTool format -t "$cluster_id" \
         -c "$DIR/server.properties" >/dev/null
 fi
