@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -202,15 +203,35 @@ def _docker_ports() -> dict[str, int]:
     return ports
 
 
+class _ContainerExited(Exception):
+    pass
+
+
 def _wait_for_container(services, service: str, check, timeout: float) -> None:
+    """Waits until `check()` holds; fails at once, with the container's log, when it exited."""
+
+    def answers_or_exited() -> bool:
+        if check():
+            return True
+        cid = services._docker_compose.execute(f"ps -q {service}").decode().strip()
+        status = subprocess.run(["docker", "inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", cid],
+                                capture_output=True, text=True).stdout.strip() if cid else "missing"
+        if not status.startswith(("running", "created")):
+            raise _ContainerExited(f"the {service} container is {status}")
+        return False
+
     try:
-        services.wait_until_responsive(check=check, timeout=timeout, pause=0.5)
+        services.wait_until_responsive(check=answers_or_exited, timeout=timeout, pause=0.5)
+        return
     except Exception as exc:
-        try:
-            logs = services._docker_compose.execute(f"logs --no-color --tail=40 {service}").decode(errors="replace")
-        except Exception as logs_exc:
-            logs = f"(no logs: {logs_exc})"
-        pytest.fail(f"the {service} container did not answer: {exc}\n{logs}", pytrace=False)
+        why = str(exc)
+    try:
+        lines = services._docker_compose.execute(f"logs --no-color {service}").decode(errors="replace").splitlines()
+        errors = [line for line in lines if re.search(r"\b(ERROR|FATAL|Exception|[Ee]rror:)", line)]
+        logs = "\n".join(["first errors:", *errors[:10], "last lines:", *lines[-15:]])
+    except Exception as logs_exc:
+        logs = f"(no logs: {logs_exc})"
+    pytest.fail(f"the {service} container did not answer: {why}\n{logs}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
