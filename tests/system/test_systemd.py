@@ -14,6 +14,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -120,71 +122,128 @@ def machine(systemd_image):
         m.remove()
 
 
-def test_service_starts_ready_stores_reloads_scales_and_stops(machine, tmp_path, kafka_bootstrap, kafka_admin,
-                                                       unique_name):
+class Deployment:
+    """A pipeline config installed as /etc/kafkapipe/pipeline.toml, its topics on the host's
+    broker and a file server on the host's loopback."""
+
+    def __init__(self, machine: Machine, server: FaultServer, pipe: Pipeline) -> None:
+        self.machine, self.server, self.pipe = machine, server, pipe
+
+    def publish(self, prefix: str, count: int) -> None:
+        events = []
+        for i in range(count):
+            path = f"/claims/{prefix}/{i}/doc.pdf"
+            self.server.add(path, PDF, content_type="application/pdf")
+            events.append(event(f"trace-{prefix}-{i}", [self.server.url(path)]))
+        self.pipe.produce(events)
+
+    def start(self, unit: str = "kafkapipe") -> dict[str, str]:
+        """`systemctl start` (Type=notify: returns once READY=1 came); the unit's state after it."""
+        self.machine.sh(f"systemctl start {unit}", timeout=320, check=False)
+        state = self.machine.show(unit, "ActiveState", "SubState", "StatusText", "MainPID", "NRestarts")
+        assert state["ActiveState"] == "active" and state["SubState"] == "running", (state, self.machine.journal(unit))
+        assert state["StatusText"].startswith("running"), (state, self.machine.journal(unit))
+        return state
+
+
+@pytest.fixture
+def deployment(machine, tmp_path, kafka_bootstrap, kafka_admin, unique_name):
     with FaultServer() as server:
-        name = unique_name("sd")
-        metrics_port = _free_port()
-        pipe = Pipeline(tmp_path, kafka_bootstrap, name, server.port, {
+        pipe = Pipeline(tmp_path, kafka_bootstrap, unique_name("sd"), server.port, {
             # Relative paths: resolved against the unit's WorkingDirectory, /var/lib/kafkapipe.
             "storage": {"root": "attachments"},
             "inventory": {"path": "inventory.sqlite3"},
-            "metrics": {"bind": f"127.0.0.1:{metrics_port}"},
+            "metrics": {"bind": f"127.0.0.1:{_free_port()}"},
         })
         pipe.create_topics(kafka_admin)
         machine.sh("mkdir -p /etc/kafkapipe && cat > /etc/kafkapipe/pipeline.toml"
                    " && chown root:kafkapipe /etc/kafkapipe/pipeline.toml && chmod 0640 /etc/kafkapipe/pipeline.toml",
                    input=pipe.config_path.read_bytes())
+        yield Deployment(machine, server, pipe)
 
-        # start: Type=notify, so `systemctl start` returns once READY=1 came.
-        machine.sh("systemctl start kafkapipe", timeout=320, check=False)
-        state = machine.show("kafkapipe", "ActiveState", "SubState", "StatusText", "MainPID")
-        assert state["ActiveState"] == "active" and state["SubState"] == "running", (state, machine.journal())
-        assert state["StatusText"].startswith("running"), (state, machine.journal())
-        main_pid = state["MainPID"]
 
-        # events produced on the host -> files stored under the StateDirectory
-        def publish(prefix: str, count: int) -> None:
-            events = []
-            for i in range(count):
-                path = f"/claims/{prefix}/{i}/doc.pdf"
-                server.add(path, PDF, content_type="application/pdf")
-                events.append(event(f"trace-{prefix}-{i}", [server.url(path)]))
-            pipe.produce(events)
+def test_service_starts_ready_stores_reloads_scales_and_stops(deployment):
+    machine = deployment.machine
+    main_pid = deployment.start()["MainPID"]
 
-        publish("before", 20)
-        wait_for(lambda: len(machine.stored()) >= 20, 120, "20 attachments stored in the container")
-        stored = machine.stored()
-        assert len(stored) == 20, stored
-        digest = machine.sh(f"sha256sum {stored[0]}").split()[0]
-        assert digest == hashlib.sha256(PDF).hexdigest()
-        owner = machine.sh(f"stat -c %U {stored[0]}").strip()
-        assert owner == "kafkapipe"
+    # events produced on the host -> files stored under the StateDirectory
+    deployment.publish("before", 20)
+    wait_for(lambda: len(machine.stored()) >= 20, 120, "20 attachments stored in the container")
+    stored = machine.stored()
+    assert len(stored) == 20, stored
+    assert machine.sh(f"sha256sum {stored[0]}").split()[0] == hashlib.sha256(PDF).hexdigest()
+    assert machine.sh(f"stat -c %U {stored[0]}").strip() == "kafkapipe"
 
-        # reload: same supervisor, every worker replaced, still storing
-        old_workers = machine.workers(main_pid)
-        assert old_workers, machine.journal()
-        machine.sh("systemctl reload kafkapipe", timeout=120)
+    # reload: same supervisor, every worker replaced, still storing
+    old_workers = machine.workers(main_pid)
+    assert old_workers, machine.journal()
+    machine.sh("systemctl reload kafkapipe", timeout=120)
 
-        def rolled() -> bool:
-            now = machine.workers(main_pid)
-            return len(now) == len(old_workers) and not now & old_workers
+    def rolled() -> bool:
+        now = machine.workers(main_pid)
+        return len(now) == len(old_workers) and not now & old_workers
 
-        wait_for(rolled, 120, f"the workers of {main_pid} replaced after reload")
-        state = machine.show("kafkapipe", "ActiveState", "MainPID")
-        assert state == {"ActiveState": "active", "MainPID": main_pid}, (state, machine.journal())
-        publish("after", 10)
-        wait_for(lambda: len(machine.stored()) >= 30, 120, "10 more attachments stored after the reload")
+    wait_for(rolled, 120, f"the workers of {main_pid} replaced after reload")
+    state = machine.show("kafkapipe", "ActiveState", "MainPID")
+    assert state == {"ActiveState": "active", "MainPID": main_pid}, (state, machine.journal())
+    deployment.publish("after", 10)
+    wait_for(lambda: len(machine.stored()) >= 30, 120, "10 more attachments stored after the reload")
 
-        # TTIN to the supervisor only (as the unit's header says): one more download worker
-        before = machine.workers(main_pid)
-        machine.sh("systemctl kill -s TTIN --kill-whom=main kafkapipe")
-        wait_for(lambda: len(machine.workers(main_pid)) == len(before) + 1, 60,
-                 "one more worker after TTIN")
+    # TTIN to the supervisor only (as the unit's header says): one more download worker
+    before = machine.workers(main_pid)
+    machine.sh("systemctl kill -s TTIN --kill-whom=main kafkapipe")
+    wait_for(lambda: len(machine.workers(main_pid)) == len(before) + 1, 60, "one more worker after TTIN")
 
-        # stop: exit 0 within TimeoutStopSec
-        machine.sh("systemctl stop kafkapipe", timeout=60)
-        state = machine.show("kafkapipe", "ActiveState", "Result", "ExecMainStatus", "ExecMainCode")
-        assert state["ActiveState"] == "inactive", (state, machine.journal())
-        assert state["Result"] == "success" and state["ExecMainStatus"] == "0", (state, machine.journal())
-        assert len(machine.stored()) == 30
+    # stop: exit 0 within TimeoutStopSec
+    machine.sh("systemctl stop kafkapipe", timeout=60)
+    state = machine.show("kafkapipe", "ActiveState", "Result", "ExecMainStatus")
+    assert state["ActiveState"] == "inactive", (state, machine.journal())
+    assert state["Result"] == "success" and state["ExecMainStatus"] == "0", (state, machine.journal())
+    assert len(machine.stored()) == 30
+
+
+def test_frozen_supervisor_is_restarted_by_the_watchdog(deployment):
+    machine = deployment.machine
+    # The unit's watchdog (60 s), abort timeout (TimeoutStopSec, 45 s) and restart pause (10 s)
+    # shortened for the test; what is tested is that the supervisor's pings are what keeps it up.
+    machine.sh("mkdir -p /etc/systemd/system/kafkapipe.service.d && printf '[Service]\\nWatchdogSec=4s\\n"
+               "TimeoutAbortSec=5s\\nRestartSec=1s\\n' > /etc/systemd/system/kafkapipe.service.d/watchdog.conf"
+               " && systemctl daemon-reload")
+    first = deployment.start()
+    # Up for three watchdog intervals: the supervisor's pings keep it from being killed.
+    entered = int(machine.show("kafkapipe", "ActiveEnterTimestampMonotonic")["ActiveEnterTimestampMonotonic"])
+    wait_for(lambda: time.monotonic() * 1e6 - entered > 12e6, 30, "12 s of the service up")
+    state = machine.show("kafkapipe", "ActiveState", "MainPID", "NRestarts")
+    assert state == {"ActiveState": "active", "MainPID": first["MainPID"], "NRestarts": first["NRestarts"]}, (
+        state, machine.journal())
+    machine.sh(f"kill -STOP {first['MainPID']}")
+
+    def restarted() -> bool:
+        state = machine.show("kafkapipe", "ActiveState", "SubState", "MainPID", "NRestarts")
+        return (state["ActiveState"] == "active" and state["SubState"] == "running"
+                and state["MainPID"] not in ("0", first["MainPID"])
+                and int(state["NRestarts"]) > int(first["NRestarts"]))
+
+    wait_for(restarted, 90, "the frozen supervisor killed by the watchdog and the service back")
+    assert "Watchdog timeout" in machine.sh("journalctl -u kafkapipe --no-pager -o cat"), machine.journal()
+    deployment.publish("after-watchdog", 5)
+    wait_for(lambda: len(machine.stored()) >= 5, 120, "attachments stored by the restarted service")
+
+
+def test_stage_instances_run_side_by_side_with_their_own_metrics(deployment):
+    machine = deployment.machine
+    ports = {stage: _free_port() for stage in ("ingest", "download", "results")}
+    for stage, port in ports.items():
+        machine.sh(f"echo KAFKAPIPE_METRICS__BIND=127.0.0.1:{port} > /etc/kafkapipe/{stage}.env")
+    for stage in ports:
+        deployment.start(f"kafkapipe@{stage}")
+    for stage, port in ports.items():  # host networking: the host reaches each instance's port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+            assert resp.status == 200, stage
+    deployment.publish("instances", 10)
+    wait_for(lambda: len(machine.stored()) >= 10, 120, "attachments stored by the three instances")
+    for stage in ports:
+        machine.sh(f"systemctl stop kafkapipe@{stage}", timeout=60)
+        state = machine.show(f"kafkapipe@{stage}", "Result", "ExecMainStatus")
+        assert state == {"Result": "success", "ExecMainStatus": "0"}, (
+            stage, state, machine.journal(f"kafkapipe@{stage}"))
