@@ -15,6 +15,7 @@ KAFKAPIPE_TEST_NO_DOCKER=1 skips the Docker step even where an engine answers;
 KAFKAPIPE_TEST_DOCKER=1 (bin/test --docker) requires it: no engine or no images fails the run.
 The summary at the end of a run names where each service came from.
 """
+
 from __future__ import annotations
 
 import functools
