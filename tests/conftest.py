@@ -66,7 +66,7 @@ def _docker_state() -> tuple[str | None, str]:
     for compose in (["docker", "compose"], ["docker-compose"]):
         if shutil.which(compose[0]) and (proc := _run_quiet([*compose, "version"])) and proc.returncode == 0:
             return " ".join(compose), ""
-    return None, "neither `docker compose` nor `docker-compose` is installed"
+    return None, "Docker answers but neither `docker compose` nor `docker-compose` is installed"
 
 
 @functools.cache
@@ -91,7 +91,7 @@ def _use_docker(request) -> bool:
         why = f"Docker answers but the test images cannot be pulled or built: {why}"
     if DOCKER_REQUIRED:
         pytest.fail(f"KAFKAPIPE_TEST_DOCKER=1 (bin/test --docker), and {why[0].lower()}{why[1:]}", pytrace=False)
-    if compose is not None and not SERVICE_SOURCES.get("_said"):
+    if why.startswith("Docker answers") and not SERVICE_SOURCES.get("_said"):
         SERVICE_SOURCES["_said"] = why
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
         capture = request.config.pluginmanager.get_plugin("capturemanager")
