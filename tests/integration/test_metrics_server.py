@@ -117,8 +117,11 @@ def test_a_client_that_never_reads_is_dropped(make_server) -> None:
     sock = socket.create_connection(server.address, timeout=10)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
-        for _ in range(50):
-            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            for _ in range(50):
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # on a slow machine the server may drop us while we are still sending: the point
         wait_for(lambda: server.open_connections == 0, 10, "the connection to be closed")
         assert get(server, "/healthz")[0] == 200
     finally:
