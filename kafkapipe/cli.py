@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     from kafkapipe import dlq
 
     dlq.add_parser(sub, _with_config)
+
+    from kafkapipe.trace import cli as trace_cli
+
+    trace_cli.add_parser(sub, _with_config)
     return parser
 
 
@@ -142,6 +146,12 @@ def cmd_dlq(args: argparse.Namespace, config: configmod.Config) -> int:
     return dlq.run(args, config)
 
 
+def cmd_trace(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe.trace import cli as trace_cli
+
+    return trace_cli.run(args, config, sys.stdout, sys.stderr)
+
+
 COMMANDS = {
     "worker": cmd_worker,
     "topics": cmd_topics,
@@ -150,6 +160,7 @@ COMMANDS = {
     "config": cmd_config,
     "inventory": cmd_inventory,
     "dlq": cmd_dlq,
+    "trace": cmd_trace,
 }
 
 
