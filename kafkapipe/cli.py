@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     from kafkapipe.trace import cli as trace_cli
 
     trace_cli.add_parser(sub, _with_config)
+
+    from kafkapipe.status import cli as status_cli
+
+    status_cli.add_parser(sub, _with_config)
     return parser
 
 
@@ -152,6 +156,12 @@ def cmd_trace(args: argparse.Namespace, config: configmod.Config) -> int:
     return trace_cli.run(args, config, sys.stdout, sys.stderr)
 
 
+def cmd_status(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe.status import cli as status_cli
+
+    return status_cli.run(args, config, sys.stdout, sys.stderr)
+
+
 COMMANDS = {
     "worker": cmd_worker,
     "topics": cmd_topics,
@@ -161,6 +171,7 @@ COMMANDS = {
     "inventory": cmd_inventory,
     "dlq": cmd_dlq,
     "trace": cmd_trace,
+    "status": cmd_status,
 }
 
 

@@ -56,12 +56,14 @@ def review_group(config: Config) -> str:
 class Reader:
     """Bounded reads of the DLQ and the replay log with one assign-only consumer."""
 
-    def __init__(self, config: Config, timeout: float) -> None:
+    def __init__(self, config: Config, timeout: float, group: str | None = None) -> None:
+        """``group``: whose committed offsets :meth:`committed` reads (default: the review group)."""
         self.config = config
         self.timeout = timeout
+        self.group = group or review_group(config)
         self.consumer: Consumer = make_consumer(
             config,
-            review_group(config),
+            self.group,
             **{
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
@@ -110,13 +112,13 @@ class Reader:
             found = self.consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=self.timeout)
             return _raise_partition_errors(found)
 
-        found = self._retrying(f"reading the committed offsets of {review_group(self.config)}", fetch)
+        found = self._retrying(f"reading the committed offsets of {self.group}", fetch)
         return {tp.partition: tp.offset if tp.offset >= 0 else None for tp in found}
 
     def commit(self, topic: str, offsets: dict[int, int]) -> None:
         wanted = [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())]
         self._retrying(
-            f"committing {review_group(self.config)}",
+            f"committing {self.group}",
             lambda: _raise_partition_errors(self.consumer.commit(offsets=wanted, asynchronous=False)),
         )
 
