@@ -22,6 +22,7 @@ from kafkapipe.dlq.errors import EXIT_FAILURE, EXIT_USAGE, DlqError, UsageError
 from kafkapipe.dlq.replay import cmd_replay
 from kafkapipe.dlq.selection import add_filters
 from kafkapipe.dlq.stats import cmd_stats
+from kafkapipe.kafka.describe import describe
 
 COMMANDS = {"list": cmd_list, "show": cmd_show, "stats": cmd_stats, "replay": cmd_replay, "ack": cmd_ack}
 
@@ -133,8 +134,11 @@ def run(args: argparse.Namespace, config: Config, out: TextIO | None = None, err
     except UsageError as exc:
         err.write(f"kafkapipe dlq {command}: {exc}\n")
         return EXIT_USAGE
-    except (DlqError, KafkaException) as exc:
+    except DlqError as exc:
         err.write(f"kafkapipe dlq {command}: {exc}\n")
+        return EXIT_FAILURE
+    except KafkaException as exc:
+        err.write(f"kafkapipe dlq {command}: {describe(exc, config.kafka.bootstrap_servers)}\n")
         return EXIT_FAILURE
 
 

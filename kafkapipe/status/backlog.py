@@ -10,6 +10,7 @@ entries (after the review group's mark, see :mod:`kafkapipe.dlq.reading`) and al
 
 from __future__ import annotations
 
+import concurrent.futures
 from datetime import UTC, datetime
 
 from attrs import frozen
@@ -67,6 +68,7 @@ def stages(config: Config, timeout: float) -> list[StageView]:
 def group_states(config: Config, groups: list[str], timeout: float) -> dict[str, tuple[str, int]]:
     """Group → (state name, number of members), from the group coordinator."""
     admin = make_admin(config)
+    admin.list_topics(timeout=timeout)  # an unreachable broker fails here, as one KafkaException
     futures = admin.describe_consumer_groups(groups, request_timeout=timeout)
     out = {}
     for group, future in futures.items():
@@ -74,6 +76,9 @@ def group_states(config: Config, groups: list[str], timeout: float) -> dict[str,
             description = future.result(timeout)
         except KafkaException as exc:
             out[group] = (f"UNKNOWN ({exc.args[0].str()})", 0)
+            continue
+        except concurrent.futures.TimeoutError:
+            out[group] = ("UNKNOWN (no answer)", 0)
             continue
         out[group] = (description.state.name, len(description.members or []))
     return out

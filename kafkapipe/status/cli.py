@@ -14,6 +14,7 @@ from confluent_kafka import KafkaException
 
 from kafkapipe.config import Config
 from kafkapipe.dlq.errors import DlqError
+from kafkapipe.kafka.describe import describe
 from kafkapipe.messages import utcnow
 from kafkapipe.status import render
 from kafkapipe.status.backlog import dlq_sizes, stages
@@ -45,8 +46,11 @@ def _once(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO) ->
     supervisor = scrape(config.metrics.bind, args.timeout)
     try:
         views, dlqs = stages(config, args.timeout), dlq_sizes(config, args.timeout)
-    except (DlqError, KafkaException) as exc:
-        err.write(f"kafkapipe status: cannot read the broker {config.kafka.bootstrap_servers}: {_first(exc)}\n")
+    except DlqError as exc:
+        err.write(f"kafkapipe status: reading the broker {config.kafka.bootstrap_servers}: {exc}\n")
+        return EXIT_FAILURE
+    except KafkaException as exc:
+        err.write(f"kafkapipe status: {describe(exc, config.kafka.bootstrap_servers)}\n")
         return EXIT_FAILURE
     if args.json:
         out.write(render.as_json(supervisor, views, dlqs) + "\n")
@@ -56,8 +60,3 @@ def _once(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO) ->
         out.write(render.as_text(supervisor, views, dlqs, utcnow()) + "\n")
     return EXIT_OK
 
-
-def _first(exc: BaseException) -> str:
-    error = exc.args[0] if exc.args else exc
-    text = error.str() if hasattr(error, "str") else str(error)
-    return (text.splitlines() or [""])[0]

@@ -10,6 +10,7 @@ from confluent_kafka import KafkaException
 
 from kafkapipe.config import Config, parse_duration
 from kafkapipe.dlq.errors import DlqError
+from kafkapipe.kafka.describe import describe
 from kafkapipe.messages import utcnow
 from kafkapipe.printable import printable
 from kafkapipe.trace import render
@@ -36,8 +37,11 @@ def run(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO) -> i
         return EXIT_USAGE
     try:
         trace = collect(config, args.trace_id, timeout=args.timeout, window=window)
-    except (DlqError, KafkaException) as exc:
+    except DlqError as exc:
         err.write(f"kafkapipe trace: {exc}\n")
+        return EXIT_FAILURE
+    except KafkaException as exc:
+        err.write(f"kafkapipe trace: {describe(exc, config.kafka.bootstrap_servers)}\n")
         return EXIT_FAILURE
     now = utcnow()
     out.write((render.as_json(trace, now) if args.json else render.as_text(trace, now)) + "\n")
