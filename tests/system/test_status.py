@@ -87,3 +87,43 @@ def test_status_reads_the_metric_names_the_pipeline_exports():
     assert metrics.CIRCUIT_STATE._name == scrape.CIRCUIT
     assert metrics.HOLDING._name == scrape.HOLDING
     assert metrics.AUTH_PAUSES._name + "_total" == scrape.AUTH_PAUSES
+
+
+def test_two_instances_on_one_host_each_answer_on_their_own_metrics_port(supervised, tmp_path):
+    """kafkapipe@ingest and kafkapipe@results with the same config: KAFKAPIPE_METRICS__BIND per instance."""
+    import subprocess
+    import sys
+
+    from tests.system.conftest import SUPERVISOR, free_port
+
+    sup = supervised()
+    ports = {"ingest": free_port(), "results": free_port()}
+    envs = {
+        stage: {"KAFKAPIPE_METRICS__BIND": f"127.0.0.1:{port}",
+                "KAFKAPIPE_METRICS__MULTIPROC_DIR": str(tmp_path / f"metrics-{stage}")}
+        for stage, port in ports.items()
+    }
+    sup.start("--stages", "ingest", env=envs["ingest"])
+    with open(tmp_path / "results-instance.log", "ab") as log:
+        other = subprocess.Popen(
+            [sys.executable, str(SUPERVISOR), "--config", str(sup.pipe.config_path), "--stages", "results"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=sup.pipe.tmp, env={**sup.pipe.env(), **envs["results"]},
+        )
+    try:
+        def seen(stage: str):
+            env = {**sup.pipe.env(), **envs[stage]}
+            proc = subprocess.run(
+                [sys.executable, "-m", "kafkapipe", "status", "--json", "--config", str(sup.pipe.config_path)],
+                capture_output=True, text=True, env=env, timeout=120,
+            )
+            assert proc.returncode == 0, proc.stderr
+            stages = by_stage(json.loads(proc.stdout))
+            return stages if (stages[stage]["workers"] or {}).get("ready") == 1 else None
+
+        ingest_view = sup.wait_until(lambda: seen("ingest"), "the ingest instance on its own port")
+        results_view = sup.wait_until(lambda: seen("results"), "the results instance on its own port")
+        assert ingest_view["results"]["workers"] is None and ingest_view["download"]["workers"] is None
+        assert results_view["ingest"]["workers"] is None
+    finally:
+        other.terminate()
+        other.wait(60)
