@@ -34,11 +34,11 @@ def as_json(supervisor: SupervisorView, stages: list[StageView], dlqs: list[DlqS
 def as_text(supervisor: SupervisorView, stages: list[StageView], dlqs: list[DlqSize], at: datetime) -> str:
     up = "up" if supervisor.up else f"DOWN: {supervisor.error}; workers unknown"
     lines = [f"status at {format_ts(at)}", f"supervisor {supervisor.url}: {printable(up)}", ""]
-    lines.append(f"{'STAGE':<9} {'WORKERS':<8} {'GROUP':<22} BACKLOG")
+    lines.append(f"{'STAGE':<9} {'WORKERS':<8} {'GROUP (MEMBERS)':<26} BACKLOG")
     for view in stages:
         group = f"{view.group_state.lower()} ({view.members})"
         for i, topic in enumerate(view.topics or (None,)):
-            head = f"{view.stage:<9} {_workers(supervisor, view.stage):<8} {group:<22}" if i == 0 else " " * 41
+            head = f"{view.stage:<9} {_workers(supervisor, view.stage):<8} {group:<26}" if i == 0 else " " * 45
             lines.append(f"{head} {_backlog(topic)}")
     lines.append("")
     for dlq in dlqs:
