@@ -33,7 +33,7 @@ def _attachment(attachment: Attachment, at: datetime) -> list[str]:
     state, where, due = attachment.now(at)
     now = state + (f" {printable(where)}" if where else "") + (f" (due {_ts(due)})" if due else "")
     lines = [
-        f"task {attachment.task_id}  {printable(attachment.url or '-')}",
+        f"task {printable(attachment.task_id)}  {printable(attachment.url or '-')}",
         f"  now: {now}",
     ]
     lines += [f"  {_attempt(a)}" for a in attachment.attempts]

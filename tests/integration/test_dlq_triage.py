@@ -179,3 +179,36 @@ def test_an_audit_log_that_cannot_be_written_stops_the_action(env, tmp_path):  #
     assert read_topic(env, env.topics.pending) == []
     assert tool(blocked, "ack", "--all")[0] == 1
     assert len(listed(env)) == 1
+
+
+@pytest.mark.parametrize(("answer", "sent"), [("y\n", 1), ("n\n", 0), ("\n", 0)])
+def test_replay_on_a_terminal_asks_first(env, tmp_path, answer, sent):  # noqa: F811
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.integration.test_dlq_cli import ROOT
+
+    produce(env, [(0, failed("asked", "transient"), None)])
+    config_file = tmp_path / "pipeline.toml"
+    topics = "\n".join(f'{n} = "{getattr(env.topics, n)}"' for n in ("events", "pending", "dlq", "events_dlq"))
+    config_file.write_text(
+        f'[kafka]\nbootstrap_servers = "{env.kafka.bootstrap_servers}"\ngroup_prefix = "{env.kafka.group_prefix}"\n'
+        f'[topics]\n{topics}\n[dlq]\naudit_log = "{env.dlq.audit_log}"\n'
+    )
+    master, slave = pty.openpty()
+    try:
+        os.write(master, answer.encode())  # typed ahead: the terminal keeps it until the prompt reads
+        proc = subprocess.run(
+            [sys.executable, "-m", "kafkapipe", "dlq", "replay", "--all-entries", "--config", str(config_file)],
+            stdin=slave, capture_output=True, text=True, cwd=ROOT, timeout=120,
+            env={k: v for k, v in os.environ.items() if not k.startswith("KAFKAPIPE_")},
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert proc.returncode == 0, proc.stderr
+    assert "replay these 1? [y/N]" in proc.stderr
+    assert len(read_topic(env, env.topics.pending)) == sent
+    assert (f"replayed={sent}" in proc.stdout) if sent else ("would_replay=1" in proc.stdout)
