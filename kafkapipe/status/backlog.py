@@ -4,13 +4,15 @@ Backlog per topic is the sum over partitions of the high watermark minus the sta
 committed offset (the low watermark when it has none): messages not yet done. The retry topics
 are not backlog: their messages wait on purpose, so they are shown as waiting, with the due
 time of the first message after each partition's committed offset (due times rise along a
-retry partition, CONTRACT §3), the oldest over the topic. DLQ sizes are unacknowledged
+retry partition, CONTRACT §3), the oldest over the topic. The rate is what arrived in the last
+minute: the high watermark minus the first offset written since (``offsets_for_times``). DLQ sizes are unacknowledged
 entries (after the review group's mark, see :mod:`kafkapipe.dlq.reading`) and all entries.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from datetime import UTC, datetime
 
 from attrs import frozen
@@ -29,6 +31,7 @@ class TopicBacklog:
     backlog: int = 0
     waiting: bool = False  # a retry topic: the backlog waits for its due time
     oldest_due: datetime | None = None
+    arrived_last_minute: int = 0  # written to the topic in the last 60 s (offsets_for_times)
 
 
 @frozen
@@ -89,9 +92,12 @@ def _topic(reader: Reader, topic: str, waiting: bool) -> TopicBacklog:
     if parts is None:
         return TopicBacklog(topic, exists=False, waiting=waiting)
     committed = reader.committed(topic, parts)
-    backlog, dues = 0, []
+    minute_ago = reader.offsets_at(topic, parts, int((time.time() - 60) * 1000))
+    backlog, arrived, dues = 0, 0, []
     for partition in parts:
         low, high = reader.watermarks(topic, partition)
+        since = minute_ago.get(partition, -1)
+        arrived += high - since if 0 <= since <= high else 0
         mark = committed.get(partition)
         start = low if mark is None else max(low, mark)
         backlog += max(0, high - start)
@@ -99,7 +105,7 @@ def _topic(reader: Reader, topic: str, waiting: bool) -> TopicBacklog:
             for msg in reader.scan(topic, partition, start, start + 1):
                 dues.append(_due(msg))
     oldest = min((d for d in dues if d is not None), default=None)
-    return TopicBacklog(topic, True, backlog, waiting, oldest)
+    return TopicBacklog(topic, True, backlog, waiting, oldest, arrived)
 
 
 def _due(msg) -> datetime | None:

@@ -64,10 +64,11 @@ def _backlog(topic: TopicBacklog | None) -> str:
         return "-"
     if not topic.exists:
         return f"{topic.topic}: topic missing"
+    rate = f" (+{topic.arrived_last_minute} in the last minute)" if topic.arrived_last_minute else ""
     if topic.waiting:
         due = f", oldest due {format_ts(topic.oldest_due)}" if topic.oldest_due else ""
-        return f"{topic.topic}: {topic.backlog} waiting{due}"
-    return f"{topic.topic}: {topic.backlog}"
+        return f"{topic.topic}: {topic.backlog} waiting{due}{rate}"
+    return f"{topic.topic}: {topic.backlog}{rate}"
 
 
 def _list(items, known: bool) -> str:

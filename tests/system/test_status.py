@@ -127,3 +127,18 @@ def test_two_instances_on_one_host_each_answer_on_their_own_metrics_port(supervi
     finally:
         other.terminate()
         other.wait(60)
+
+
+def test_status_counts_what_arrived_in_the_last_minute_by_record_time(supervised):
+    """No supervisor needed: two records stamped now and one stamped five minutes ago."""
+    sup = supervised()
+    pending = sup.pipe.topics["pending"]
+    producer = Producer({"bootstrap.servers": sup.pipe.bootstrap})
+    now_ms = int(time.time() * 1000)
+    for stamp in (now_ms - 300_000, now_ms, now_ms):
+        producer.produce(pending, value=b"{}", partition=0, timestamp=stamp)
+    assert producer.flush(30) == 0
+    doc = status(sup)
+    (topic,) = by_stage(doc)["download"]["topics"]
+    assert (topic["backlog"], topic["arrived_last_minute"]) == (3, 2)
+    assert doc["supervisor"]["up"] is False
