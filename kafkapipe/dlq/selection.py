@@ -85,14 +85,17 @@ class Selection:
 
 
 def newest_first(reader: Reader, topic: str, selection: Selection, include_acked: bool) -> list[DeadLetter]:
-    """The selected dead letters of ``topic``, newest first (DLQ write time, then coordinate)."""
+    """The selected dead letters of ``topic``, newest first (DLQ write time, failure time, coordinate)."""
     selected = selector(
         task_ids=selection.task_ids or None, category=selection.category, since=selection.since,
         trace_id=selection.trace_id, host=selection.host,
     )
     event = topic == reader.config.topics.events_dlq
     found = [e for e in _read(reader, topic, selection.since, include_acked, event) if selected(e)]
-    return sorted(found, key=lambda e: (e.timestamp or _OLDEST, e.partition, e.offset), reverse=True)
+    # Records written in the same millisecond (a batch) are ordered by when they failed.
+    return sorted(
+        found, key=lambda e: (e.timestamp or _OLDEST, e.failed_at or _OLDEST, e.partition, e.offset), reverse=True
+    )
 
 
 def _read(reader: Reader, topic: str, since: datetime | None, include_acked: bool, event: bool):
