@@ -164,6 +164,10 @@ def main() -> int:
         say(kafkapipe("inventory", "summary", "--config", str(config)).stdout.rstrip())
         say("\ndead letters (kafkapipe dlq list):")
         say(kafkapipe("dlq", "list", "--config", str(config)).stdout.rstrip())
+        last_claim = json.loads(good.read_text().splitlines()[-1])["trace_id"]  # the one with the 404
+        for command in (["status"], ["dlq", "stats"], ["trace", last_claim]):
+            say(f"\n$ kafkapipe {' '.join(command)}")
+            say(kafkapipe(*command, "--config", str(config)).stdout.rstrip())
         if args.keep_running:
             say("\nsupervisor running; metrics at http://" + config.read_text().split('bind = "')[1].split('"')[0]
                 + "/metrics — Ctrl-C to stop")

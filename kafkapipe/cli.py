@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kafkapipe import config as configmod
+from kafkapipe.cli_defaults import CONFIG_HELP, config_path, version
 from kafkapipe.errors import ConfigError
 from kafkapipe.log import mask_secrets
 from kafkapipe.printable import json_text, printable
@@ -20,13 +21,16 @@ from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 
 def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--config", required=True, metavar="FILE", help="pipeline TOML file")
+    parser.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kafkapipe", description="Claim attachments from Kafka into storage.")
+    parser.add_argument("--version", action="version", version=f"kafkapipe {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh", "tcsh"))
 
     worker = _with_config(sub.add_parser("worker", help="run one stage in the foreground"))
     worker.add_argument("--stage", required=True, choices=configmod.STAGES)
@@ -55,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     from kafkapipe import dlq
 
     dlq.add_parser(sub, _with_config)
+
+    from kafkapipe.trace import cli as trace_cli
+
+    trace_cli.add_parser(sub, _with_config)
+
+    from kafkapipe.status import cli as status_cli
+
+    status_cli.add_parser(sub, _with_config)
     return parser
 
 
@@ -66,16 +78,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kafkapipe.supervisor import main as supervisor_main
 
         return supervisor_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        config = configmod.load(args.config)
+        if args.command == "completion":
+            import shtab
+
+            print(shtab.complete(parser, shell=args.shell))
+            return EXIT_OK
+        config = configmod.load(config_path(args.config))
+        from kafkapipe import log
+
+        log.setup(config.logging.level, config.logging.format)
+        if args.command != "worker":
+            # A command line tool says what failed in one line; librdkafka's retries are noise there.
+            logging.getLogger("kafkapipe.librdkafka").setLevel(logging.CRITICAL + 1)
+        code = COMMANDS[args.command](args, config)
+        sys.stdout.flush()
+        return code
     except ConfigError as exc:
         print(f"kafkapipe: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from kafkapipe import log
-
-    log.setup(config.logging.level, config.logging.format)
-    return COMMANDS[args.command](args, config)
+    except BrokenPipeError:
+        # The reader went away (`| head`): no traceback, and none at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
 
 
 def cmd_worker(args: argparse.Namespace, config: configmod.Config) -> int:
@@ -127,7 +156,8 @@ def cmd_url_check(args: argparse.Namespace, config: configmod.Config) -> int:
 
 def cmd_config(args: argparse.Namespace, config: configmod.Config) -> int:
     # Masked by name (config.to_display) and then by content: a SAS in account_url, a key anywhere.
-    print(f"# effective configuration from {printable(str(config.source))} (secrets masked)")
+    # Only JSON on stdout, so `config check | jq` works.
+    print(f"# effective configuration from {printable(str(config.source))} (secrets masked)", file=sys.stderr)
     print(json_text(mask_secrets(configmod.to_display(config)), indent=2))
     return EXIT_OK
 
@@ -144,6 +174,18 @@ def cmd_dlq(args: argparse.Namespace, config: configmod.Config) -> int:
     return dlq.run(args, config)
 
 
+def cmd_trace(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe.trace import cli as trace_cli
+
+    return trace_cli.run(args, config, sys.stdout, sys.stderr)
+
+
+def cmd_status(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe.status import cli as status_cli
+
+    return status_cli.run(args, config, sys.stdout, sys.stderr)
+
+
 COMMANDS = {
     "worker": cmd_worker,
     "topics": cmd_topics,
@@ -152,6 +194,8 @@ COMMANDS = {
     "config": cmd_config,
     "inventory": cmd_inventory,
     "dlq": cmd_dlq,
+    "trace": cmd_trace,
+    "status": cmd_status,
 }
 
 

@@ -392,6 +392,12 @@ class MetricsConfig:
 
 
 @frozen
+class DlqToolConfig:
+    # Append-only JSON lines, one per `kafkapipe dlq replay|ack` (relative: to the working directory).
+    audit_log: str = "var/dlq-audit.jsonl"
+
+
+@frozen
 class LoggingConfig:
     level: str = field(default="INFO", validator=_one_of("DEBUG", "INFO", "WARNING", "ERROR"))
     format: str = field(default="json", validator=_one_of("json", "text"))
@@ -408,6 +414,7 @@ class Config:
     inventory: InventoryConfig = InventoryConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    dlq: DlqToolConfig = DlqToolConfig()
     source: str = field(default="<defaults>", eq=False)
 
 

@@ -299,9 +299,50 @@ class TextFormatter(logging.Formatter):
         return scrub(base)
 
 
+# syslog priorities (RFC 5424) of the logging levels, for journald's SyslogLevelPrefix.
+PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+DEBUG_PRIORITY = 7
+
+
+def priority(levelno: int) -> int:
+    return next((prio for level, prio in PRIORITIES if levelno >= level), DEBUG_PRIORITY)
+
+
+class JournalPrefix(logging.Formatter):
+    """``<N>`` before every line, so journald files each at its level (``journalctl -p warning``).
+
+    Every line of a traceback gets it too: journald reads each line as its own entry.
+    """
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in self.inner.format(record).split("\n"))
+
+
+def writes_to_journal(stream, environ=None) -> bool:
+    """True when ``stream`` is the journal's stream: ``$JOURNAL_STREAM`` names its device and inode.
+
+    Checked against the stream itself, as systemd asks: a child whose stderr was redirected
+    inherits the variable but no longer writes to the journal.
+    """
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return device.isdigit() and inode.isdigit() and (st.st_dev, st.st_ino) == (int(device), int(inode))
+
+
 def setup(level: str = "INFO", fmt: str = "json", stream=None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    handler.setFormatter(JournalPrefix(formatter) if writes_to_journal(stream) else formatter)
     handler.addFilter(ScrubFilter())
     handler.addFilter(RepeatFilter())
     root = logging.getLogger()

@@ -76,3 +76,10 @@ STORAGE_HOLDS = Counter(
 ALREADY_STORED = Counter(
     "kafkapipe_already_stored_total", "Tasks reported successful without a request: their blob was already stored"
 )
+# Set to 1 by a worker while its stage holds work (credentials refused, storage unavailable) and
+# back to 0 when it resumes; `kafkapipe status` lists every non-zero series. Meant to be updated
+# where the hold starts and ends (the consume loop).
+HOLDING = Gauge(
+    "kafkapipe_holding", "1 while a stage holds its work, by reason (auth, storage)", ["stage", "reason"],
+    multiprocess_mode="livemax",
+)

@@ -62,6 +62,7 @@ def run_worker(config: Config, stage: str, control: WorkerControl) -> int:
     if stage not in STAGES:
         log.error("unknown stage %r (expected one of %s)", stage, ", ".join(STAGES))
         return EXIT_CONFIG
+    name_process(stage)
     from kafkapipe.inventory import SchemaMismatch
     from kafkapipe.stages import build_stage
 
@@ -74,3 +75,18 @@ def run_worker(config: Config, stage: str, control: WorkerControl) -> int:
         log.exception("stage %s failed to boot", stage)
         return EXIT_BOOT_ERROR
     return runner.run()
+
+
+def name_process(stage: str) -> None:
+    """Show ``kafkapipe: download worker 2`` in ps and top instead of the supervisor's command line.
+
+    The number is the log's ``worker`` field (bound by the supervisor before this runs), so a
+    process in ps and its log lines name each other; a foreground ``kafkapipe worker`` has none.
+    """
+    from setproctitle import setproctitle
+
+    from kafkapipe.log import current_fields
+
+    number = current_fields().get("worker")
+    setproctitle(f"kafkapipe: {stage} worker" + (f" {number}" if number is not None else ""))
+

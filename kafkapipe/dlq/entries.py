@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from attrs import frozen
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
@@ -25,6 +26,7 @@ class DeadLetter:
     value: bytes | None
     failed: FailedDownload | None
     error: str | None = None
+    event: bool = False  # from the events DLQ: the original event's bytes, reasons in headers
 
     @property
     def coordinate(self) -> str:
@@ -37,7 +39,40 @@ class DeadLetter:
         return self.key or self.headers.get("task_id")
 
     @property
+    def replay_id(self) -> str | None:
+        """What a replay sends once: the task, or for the events DLQ the event at this coordinate."""
+        return self.coordinate if self.event else self.task_id
+
+    @property
+    def replayable(self) -> bool:
+        return self.value is not None if self.event else self.failed is not None
+
+    @property
+    def trace_id(self) -> str | None:
+        if self.failed is not None:
+            return self.failed.task.trace_id
+        return self.headers.get("trace_id")
+
+    @property
+    def host(self) -> str | None:
+        """The attachment URL's host, lower case; None for an entry that cannot be decoded."""
+        if self.failed is None:
+            return None
+        try:
+            return urlsplit(self.failed.task.attachment_url).hostname
+        except ValueError:
+            return None
+
+    @property
+    def stage(self) -> str | None:
+        if self.event:
+            return "ingest"
+        return self.failed.stage if self.failed is not None else None
+
+    @property
     def category(self) -> str:
+        if self.event:
+            return self.headers.get("error-category") or UNDECODABLE
         return self.failed.error_category if self.failed is not None else UNDECODABLE
 
     @property
@@ -61,14 +96,16 @@ class DeadLetter:
         return self.timestamp
 
 
-def decode(msg: Message) -> DeadLetter:
+def decode(msg: Message, event: bool = False) -> DeadLetter:
+    """One record of the downloads DLQ, or with ``event`` of the events DLQ (kept as raw bytes)."""
     kind, stamp = msg.timestamp()
     key = msg.key()
     failed, error = None, None
     try:
         if msg.value() is None:
             raise InvalidMessage("empty message (no value)")
-        failed = loads(msg.value(), FailedDownload)
+        if not event:
+            failed = loads(msg.value(), FailedDownload)
     except InvalidMessage as exc:
         error = str(exc)
     return DeadLetter(
@@ -80,6 +117,7 @@ def decode(msg: Message) -> DeadLetter:
         value=msg.value(),
         failed=failed,
         error=error,
+        event=event,
     )
 
 
@@ -92,14 +130,21 @@ def selector(
     task_ids: Iterable[str] | None = None,
     category: str | None = None,
     since: datetime | None = None,
+    trace_id: str | None = None,
+    host: str | None = None,
 ) -> Callable[[DeadLetter], bool]:
-    """Entries of these tasks, of this category, failed at or after ``since``; None means any."""
+    """Entries of these tasks, category, claim and host, failed at or after ``since``; None means any."""
     wanted = set(task_ids) if task_ids else None
+    host = host.lower() if host else None
 
     def selected(entry: DeadLetter) -> bool:
         if wanted is not None and entry.task_id not in wanted:
             return False
         if category is not None and entry.category != category:
+            return False
+        if trace_id is not None and entry.trace_id != trace_id:
+            return False
+        if host is not None and entry.host != host:
             return False
         return since is None or (entry.failed_at is not None and entry.failed_at >= since)
 

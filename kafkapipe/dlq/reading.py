@@ -56,12 +56,14 @@ def review_group(config: Config) -> str:
 class Reader:
     """Bounded reads of the DLQ and the replay log with one assign-only consumer."""
 
-    def __init__(self, config: Config, timeout: float) -> None:
+    def __init__(self, config: Config, timeout: float, group: str | None = None) -> None:
+        """``group``: whose committed offsets :meth:`committed` reads (default: the review group)."""
         self.config = config
         self.timeout = timeout
+        self.group = group or review_group(config)
         self.consumer: Consumer = make_consumer(
             config,
-            review_group(config),
+            self.group,
             **{
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
@@ -110,13 +112,13 @@ class Reader:
             found = self.consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=self.timeout)
             return _raise_partition_errors(found)
 
-        found = self._retrying(f"reading the committed offsets of {review_group(self.config)}", fetch)
+        found = self._retrying(f"reading the committed offsets of {self.group}", fetch)
         return {tp.partition: tp.offset if tp.offset >= 0 else None for tp in found}
 
     def commit(self, topic: str, offsets: dict[int, int]) -> None:
         wanted = [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())]
         self._retrying(
-            f"committing {review_group(self.config)}",
+            f"committing {self.group}",
             lambda: _raise_partition_errors(self.consumer.commit(offsets=wanted, asynchronous=False)),
         )
 
@@ -152,6 +154,28 @@ class Reader:
                 out.append((p, start, high))
         return out
 
+    def offsets_at(self, topic: str, partitions: list[int], at_ms: int) -> dict[int, int]:
+        """Per partition, the first offset whose timestamp is at or after ``at_ms`` (-1: none)."""
+        wanted = [TopicPartition(topic, p, at_ms) for p in partitions]
+        found = self._retrying(
+            f"looking up offsets by time in {topic}",
+            lambda: _raise_partition_errors(self.consumer.offsets_for_times(wanted, timeout=self.timeout)),
+        )
+        return {tp.partition: tp.offset for tp in found}
+
+    def recent(self, topic: str, since_ms: int | None) -> Iterator[Message]:
+        """Every message of ``topic`` written at or after ``since_ms`` (None: all); nothing if no topic."""
+        parts = self.partitions(topic)
+        if not parts:
+            return
+        starts = self.offsets_at(topic, parts, since_ms) if since_ms is not None else {}
+        for partition in parts:
+            low, high = self.watermarks(topic, partition)
+            start = starts.get(partition, low)
+            start = high if start < 0 else max(low, start)
+            if start < high:
+                yield from self.scan(topic, partition, start, high)
+
     def scan(self, topic: str, partition: int, start: int, end: int) -> Iterator[Message]:
         """Messages of one partition in ``[start, end)``; gives up after ``timeout`` s without progress."""
         self.consumer.assign([TopicPartition(topic, partition, start)])
@@ -181,21 +205,22 @@ class Reader:
             if msg.offset() >= end - 1:
                 return
 
-    def dead_letters(self, include_acked: bool) -> Iterator[DeadLetter]:
-        topic = self.config.topics.dlq
+    def dead_letters(self, include_acked: bool, topic: str | None = None) -> Iterator[DeadLetter]:
+        topic = topic or self.config.topics.dlq
+        event = topic == self.config.topics.events_dlq
         for partition, start, end in self.ranges(topic, include_acked):
             for msg in self.scan(topic, partition, start, end):
-                yield decode(msg)
+                yield decode(msg, event)
 
-    def dead_letter_at(self, partition: int, offset: int) -> DeadLetter | None:
-        topic = self.config.topics.dlq
+    def dead_letter_at(self, partition: int, offset: int, topic: str | None = None) -> DeadLetter | None:
+        topic = topic or self.config.topics.dlq
         if partition not in self.require_partitions(topic):
             return None
         low, high = self.watermarks(topic, partition)
         if not low <= offset < high:
             return None
         for msg in self.scan(topic, partition, offset, offset + 1):
-            return decode(msg) if msg.offset() == offset else None
+            return decode(msg, topic == self.config.topics.events_dlq) if msg.offset() == offset else None
         return None
 
 

@@ -23,17 +23,21 @@ from kafkapipe.printable import json_text, printable
 
 MESSAGE_WIDTH = 50
 _URL = re.compile(r"https?://[^\s\"'<>]+", re.IGNORECASE)
-_TABLE = "{:<16} {:<32} {:<12} {:<" + str(MESSAGE_WIDTH) + "} {:<29} {}"
+TRACE_WIDTH = 24
+_TABLE = "{:<16} {:<32} {:<" + str(TRACE_WIDTH) + "} {:<12} {:<" + str(MESSAGE_WIDTH) + "} {:<29} {}"
 
 
 def table_header() -> str:
-    return _TABLE.format("PARTITION:OFFSET", "TASK_ID", "CATEGORY", "MESSAGE", "FAILED_AT", "REPLAYED_AT")
+    return _TABLE.format(
+        "PARTITION:OFFSET", "TASK_ID", "TRACE_ID", "CATEGORY", "MESSAGE", "FAILED_AT", "REPLAYED_AT"
+    )
 
 
 def table_row(entry: DeadLetter, mark: ReplayMark | None) -> str:
     return _TABLE.format(
         entry.coordinate,
         _clean(entry.task_id or "-"),
+        _clean(entry.trace_id or "-", TRACE_WIDTH),
         _clean(entry.category),
         _clean(redact(entry.message), MESSAGE_WIDTH),
         _ts(entry.failed_at),
@@ -48,6 +52,7 @@ def summary(entry: DeadLetter, mark: ReplayMark | None, dlq_topic: str, reveal: 
         "partition": entry.partition,
         "offset": entry.offset,
         "task_id": entry.task_id,
+        "trace_id": entry.trace_id,
         "category": entry.category,
         "message": entry.message if reveal else redact(entry.message),
         "failed_at": _ts(entry.failed_at) or None,

@@ -34,14 +34,15 @@ from kafkapipe.kafka.clients import make_admin
 from kafkapipe.messages import format_ts, utcnow
 
 
-def replay_log_topic(config: Config) -> str:
-    return f"{config.topics.dlq}.replayed"
+def replay_log_topic(config: Config, dlq_topic: str | None = None) -> str:
+    """``<dlq>.replayed``; each DLQ (downloads, events) has its own."""
+    return f"{dlq_topic or config.topics.dlq}.replayed"
 
 
-def replay_log_spec(config: Config) -> NewTopic:
+def replay_log_spec(config: Config, dlq_topic: str | None = None) -> NewTopic:
     """The replay log as a topic to create: compacted, one partition."""
     return NewTopic(
-        replay_log_topic(config),
+        replay_log_topic(config, dlq_topic),
         num_partitions=1,
         replication_factor=config.topics.replication_factor,
         config={"cleanup.policy": "compact"},
@@ -59,7 +60,7 @@ class ReplayMark:
     pending: str | None = None
 
     def covers(self, entry: DeadLetter) -> bool:
-        return self.task_id == entry.task_id and self.dlq_timestamp == entry.timestamp_ms
+        return self.task_id == entry.replay_id and self.dlq_timestamp == entry.timestamp_ms
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -87,9 +88,9 @@ class ReplayMark:
             return None
 
 
-def read_marks(reader: Reader) -> dict[str, ReplayMark]:
+def read_marks(reader: Reader, dlq_topic: str | None = None) -> dict[str, ReplayMark]:
     """The replay log, last record per coordinate wins; empty when the log does not exist yet."""
-    topic = replay_log_topic(reader.config)
+    topic = replay_log_topic(reader.config, dlq_topic)
     marks: dict[str, ReplayMark] = {}
     if reader.partitions(topic) is None:
         return marks
@@ -110,23 +111,25 @@ def mark_for(entry: DeadLetter, marks: dict[str, ReplayMark]) -> ReplayMark | No
     return mark if mark is not None and mark.covers(entry) else None
 
 
-def ensure_replay_log(reader: Reader, config: Config) -> None:
-    topic = replay_log_topic(config)
+def ensure_replay_log(reader: Reader, config: Config, dlq_topic: str | None = None) -> None:
+    topic = replay_log_topic(config, dlq_topic)
     if reader.partitions(topic) is not None:
         return
     admin = make_admin(config)
     try:
-        admin.create_topics([replay_log_spec(config)], request_timeout=reader.timeout)[topic].result(reader.timeout)
+        futures = admin.create_topics([replay_log_spec(config, dlq_topic)], request_timeout=reader.timeout)
+        futures[topic].result(reader.timeout)
     except KafkaException as exc:
         if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
             raise DlqError(f"cannot create the replay log {topic} (compacted, 1 partition): {exc}") from None
 
 
 def record_replays(
-    config: Config, producer: Any, chosen: dict[str, list[DeadLetter]], sent: Deliveries, timeout: float
+    config: Config, producer: Any, chosen: dict[str, list[DeadLetter]], sent: Deliveries, timeout: float,
+    dlq_topic: str | None = None,
 ) -> int:
     """Write the replay log for every entry of every delivered task; returns how many records failed."""
-    topic = replay_log_topic(config)
+    topic = replay_log_topic(config, dlq_topic)
     replayed_at, by = format_ts(utcnow()), user()
     records = [
         Outgoing(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -45,12 +46,29 @@ class Deliveries:
         return self.reports[ident][1]
 
 
-def deliver(producer: Any, messages: Iterable[Outgoing], timeout: float) -> Deliveries:
-    """Produce every message, then wait up to ``timeout`` + 5 s for the delivery reports."""
+def deliver(
+    producer: Any,
+    messages: Iterable[Outgoing],
+    timeout: float,
+    *,
+    rate: float | None = None,
+    progress: Callable[[int, Deliveries], None] | None = None,
+) -> Deliveries:
+    """Produce every message (at most ``rate`` a second), then wait up to ``timeout`` + 5 s for the reports.
+
+    ``progress(produced, deliveries)`` is called after each message.
+    """
     deliveries = Deliveries()
-    for message in messages:
+    started = time.monotonic()
+    for produced, message in enumerate(messages, 1):
+        if rate:
+            # Paced from the start, so a slow broker does not make the next ones burst.
+            pause = started + (produced - 1) / rate - time.monotonic()
+            producer.poll(max(0.0, pause))
         _produce(producer, message, deliveries.callback(message.ident))
         producer.poll(0)
+        if progress is not None:
+            progress(produced, deliveries)
     producer.flush(timeout + 5)
     return deliveries
 

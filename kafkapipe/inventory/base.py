@@ -34,6 +34,9 @@ class Inventory(Protocol):
     def lookup(self, task_id: str) -> InventoryRow | None:
         """The row of ``task_id``, e.g. to skip a download whose file is already stored."""
 
+    def by_trace(self, trace_id: str) -> list[InventoryRow]:
+        """Every row of one claim (``trace_id``), by ``completed_at`` then ``task_id``."""
+
     def summary(self) -> dict[str, int]:
         """Rows by status."""
 

@@ -124,6 +124,10 @@ class PostgresInventory:
         row = self._fetch(f"{SELECT} WHERE task_id = %s", (task_id,))
         return _row(row[0]) if row else None
 
+    def by_trace(self, trace_id: str) -> list[InventoryRow]:
+        rows = self._fetch(f"{SELECT} WHERE trace_id = %s ORDER BY completed_at, task_id", (trace_id,))
+        return [_row(r) for r in rows]
+
     def summary(self) -> dict[str, int]:
         return dict(self._fetch("SELECT status, COUNT(*) FROM attachments GROUP BY status"))
 

@@ -165,6 +165,11 @@ class SqliteInventory:
         return _row(row) if row else None
 
     @_locked
+    def by_trace(self, trace_id: str) -> list[InventoryRow]:
+        cur = self._db.execute(f"{SELECT} WHERE trace_id = ? ORDER BY completed_at, task_id", (trace_id,))
+        return [_row(r) for r in cur.fetchall()]
+
+    @_locked
     def summary(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT status, COUNT(*) FROM attachments GROUP BY status").fetchall())
 

@@ -47,7 +47,7 @@ SECRET = "X-Amz-Signature=deadbeefsecret"
 
 # ----------------------------------------------------------------------------- helpers
 @pytest.fixture
-def env(kafka_bootstrap, kafka_admin, unique_name) -> Config:
+def env(kafka_bootstrap, kafka_admin, unique_name, tmp_path) -> Config:
     prefix = unique_name("dlqt")
     topics = {
         "events": f"{prefix}.events",
@@ -59,7 +59,11 @@ def env(kafka_bootstrap, kafka_admin, unique_name) -> Config:
     }
     create_topics(kafka_admin, [topics["dlq"], topics["pending"]], partitions=2, timeout=TIMEOUT)
     return from_mapping(
-        {"kafka": {"bootstrap_servers": kafka_bootstrap, "group_prefix": prefix}, "topics": topics},
+        {
+            "kafka": {"bootstrap_servers": kafka_bootstrap, "group_prefix": prefix},
+            "topics": topics,
+            "dlq": {"audit_log": str(tmp_path / "audit" / "dlq-audit.jsonl")},
+        },
         source="test",
     )
 
@@ -202,6 +206,7 @@ def test_list_table_filters_and_json(env):
     assert lines[0].split() == [
         "PARTITION:OFFSET",
         "TASK_ID",
+        "TRACE_ID",
         "CATEGORY",
         "MESSAGE",
         "FAILED_AT",
@@ -335,7 +340,7 @@ def test_replay_resets_tasks_to_pending_once(env, caplog):
     assert read_topic(env, env.topics.pending) == []
 
     before = utcnow()
-    code, out, err = tool(env, "replay", "--category", "transient")
+    code, out, err = tool(env, "replay", "--category", "transient", "--execute")
     assert code == 0, err
     assert "replayed=2" in out and "failed=0" in out
     sent = read_topic(env, env.topics.pending)
@@ -365,20 +370,20 @@ def test_replay_resets_tasks_to_pending_once(env, caplog):
         }
 
     # The same command again sends nothing.
-    code, out, err = tool(env, "replay", "--category", "transient")
+    code, out, err = tool(env, "replay", "--category", "transient", "--execute")
     assert code == 0, err
     assert "replayed=0" in out and "already_replayed=2" in out
     assert len(read_topic(env, env.topics.pending)) == 2
 
     # Everything: only c is new; the undecodable one is counted, not sent.
-    code, out, err = tool(env, "replay", "--all-entries")
+    code, out, err = tool(env, "replay", "--all-entries", "--execute")
     assert code == 0, err
     assert "replayed=1" in out and "already_replayed=2" in out and "undecodable=1" in out
     pending = read_topic(env, env.topics.pending)
     assert sorted(m.key().decode() for m in pending) == sorted(
         [a.task.task_id, b.task.task_id, c.task.task_id]
     )
-    code, out, err = tool(env, "replay", "--all-entries")
+    code, out, err = tool(env, "replay", "--all-entries", "--execute")
     assert code == 0, err
     assert "replayed=0" in out and "already_replayed=3" in out
     assert len(read_topic(env, env.topics.pending)) == 3
@@ -408,7 +413,7 @@ def test_replay_by_task_id_sends_each_task_once(env, caplog):
     other = failed("other", "permanent")
     coords = produce(env, [(0, earlier, None), (0, later, None), (1, other, None)])
 
-    code, out, err = tool(env, "replay", "--task-id", earlier.task.task_id, "missing-task")
+    code, out, err = tool(env, "replay", "--task-id", earlier.task.task_id, "missing-task", "--execute")
     assert code == 1  # one requested task has no dead letter
     assert "missing-task" in err
     assert "replayed=1" in out and "not_found=1" in out
@@ -417,7 +422,7 @@ def test_replay_by_task_id_sends_each_task_once(env, caplog):
     assert task.last_error.message == "second failure"
     assert task.metadata["replayed_from"] == f"{env.topics.dlq}:{coords[1]}"
 
-    code, out, err = tool(env, "replay", "--task-id", earlier.task.task_id)
+    code, out, err = tool(env, "replay", "--task-id", earlier.task.task_id, "--execute")
     assert code == 0, err
     assert "replayed=0" in out and "already_replayed=2" in out
     assert len(read_topic(env, env.topics.pending)) == 1
@@ -484,6 +489,7 @@ def test_command_line_subprocess(env, tmp_path):
     config_file.write_text(
         f'[kafka]\nbootstrap_servers = "{env.kafka.bootstrap_servers}"\n'
         f'group_prefix = "{env.kafka.group_prefix}"\n[topics]\n{topics}\n[logging]\nformat = "json"\n'
+        f'[dlq]\naudit_log = "{env.dlq.audit_log}"\n'
     )
     envvars = {k: v for k, v in os.environ.items() if not k.startswith("KAFKAPIPE_")}
 
@@ -502,7 +508,7 @@ def test_command_line_subprocess(env, tmp_path):
     (doc,) = [json.loads(line) for line in proc.stdout.splitlines()]
     assert doc["task_id"] == entry.task.task_id and f"{doc['partition']}:{doc['offset']}" == coordinate
 
-    proc = cli("replay", "--task-id", entry.task.task_id)
+    proc = cli("replay", "--task-id", entry.task.task_id, "--execute")
     assert proc.returncode == 0, proc.stderr
     assert "replayed=1" in proc.stdout
     audit = [orjson.loads(line) for line in proc.stderr.splitlines() if '"kafkapipe.audit"' in line]
@@ -511,7 +517,7 @@ def test_command_line_subprocess(env, tmp_path):
     assert audit[0]["user"] and audit[0]["host"]
     assert SECRET not in proc.stderr
 
-    proc = cli("replay", "--task-id", entry.task.task_id)
+    proc = cli("replay", "--task-id", entry.task.task_id, "--execute")
     assert proc.returncode == 0, proc.stderr
     assert "replayed=0" in proc.stdout
     assert len(read_topic(env, env.topics.pending)) == 1

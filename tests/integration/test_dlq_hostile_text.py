@@ -72,6 +72,7 @@ def test_the_audit_line_names_the_real_user_whatever_user_says(env, tmp_path) ->
     config_file.write_text(
         f'[kafka]\nbootstrap_servers = "{env.kafka.bootstrap_servers}"\n'
         f'group_prefix = "{env.kafka.group_prefix}"\n[topics]\n{topics}\n[logging]\nformat = "json"\n'
+        f'[dlq]\naudit_log = "{tmp_path / "dlq-audit.jsonl"}"\n'
     )
     envvars = {k: v for k, v in os.environ.items() if not k.startswith("KAFKAPIPE_")}
     envvars.update(USER="mallory", LOGNAME="mallory", LNAME="mallory", USERNAME="mallory")

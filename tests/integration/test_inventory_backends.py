@@ -191,3 +191,17 @@ def test_any_delivery_order_ends_in_the_rule_s_row(inv, deliveries, cut):
         last_latest = [r for r in results if r.completed_at == latest][-1]
         assert (row.status, row.completed_at, row.attempt) == (
             last_latest.status, last_latest.completed_at, last_latest.attempt)
+
+
+def test_by_trace_gives_every_row_of_one_claim_and_no_other(inv):
+    import attrs
+
+    inv.upsert([
+        attrs.evolve(result("success", T0 + timedelta(seconds=2), task_id="b"), trace_id="CLM-1"),
+        attrs.evolve(result("failed_permanent", T0, 3, task_id="a"), trace_id="CLM-1"),
+        attrs.evolve(result("success", T0, task_id="c"), trace_id="CLM-10"),  # a prefix is not a match
+        attrs.evolve(result("success", T0, task_id="d"), trace_id="clm-1"),  # nor another case
+    ])
+    rows = inv.by_trace("CLM-1")
+    assert [(r.task_id, r.status, r.attempt) for r in rows] == [("a", "failed_permanent", 3), ("b", "success", 1)]
+    assert inv.by_trace("CLM-%") == [] and inv.by_trace("") == []

@@ -31,7 +31,8 @@ def test_config_check_masks_credentials_wherever_they_sit(tmp_path):
     )
     out = proc.stdout
     assert "CANARY" not in out and ACCOUNT_KEY not in out
-    shown = json.loads(out.split("\n", 1)[1])
+    shown = json.loads(out)  # nothing but JSON on stdout
+    assert "effective configuration from" in proc.stderr
     assert shown["storage"]["azure"]["account_url"] == "https://acct.blob.core.windows.net/?<redacted>"
     assert shown["kafka"]["producer"]["client.rack"] == "***"
     assert shown["kafka"]["producer"]["client.id"] == "kafkapipe-producer"
