@@ -73,9 +73,14 @@ class Done:
 
 @attrs.frozen
 class Again:
-    """Not done and not failed (e.g. credentials refused): process it again later."""
+    """Not done and not failed (e.g. credentials refused): process it again later.
+
+    ``kind`` names what is holding (``auth``, ``storage``, ``inventory``): the label of the
+    ``kafkapipe_holding`` gauge that ``kafkapipe status`` and the alerts read.
+    """
 
     reason: str
+    kind: str = "hold"
 
 
 @attrs.frozen
@@ -163,6 +168,7 @@ class ConsumeLoop:
         self._deferred: dict[TopicPartitionKey, float] = {}
         self._again: list[tuple[float, int, Message]] = []  # heap: (due, seq, message)
         self._again_pause = 0.0
+        self._holding: set[str] = set()  # kinds of hold in force (the kafkapipe_holding gauge)
         self._hold_until = 0.0
         self._capacity_paused = False
         self._fatal: str | None = None
@@ -302,9 +308,10 @@ class ConsumeLoop:
         work.answered = True
         if isinstance(verdict, Done):
             self._again_pause = 0.0
+            self._end_holds()
             self._produce_outputs(ident, work, verdict.outputs)
         elif isinstance(verdict, Again):
-            self._schedule_again(msg, verdict.reason)
+            self._schedule_again(msg, verdict.reason, verdict.kind)
         elif isinstance(verdict, Release):
             del self._work[ident]  # its offset stays pending in the tracker: never committed past
         else:
@@ -383,16 +390,16 @@ class ConsumeLoop:
         elif err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
             self._refused_too_large(ident, work, out)
         elif category is ErrorCategory.AUTH or err.retriable() or err.code() in REDO_CODES:
-            self._redo(work, reason)
+            self._redo(work, reason, "auth" if category is ErrorCategory.AUTH else "broker")
         else:  # nothing known to help: the input stays uncommitted and a fresh worker starts over
             self._fatal = reason
 
-    def _redo(self, work: _Work, reason: str) -> None:
+    def _redo(self, work: _Work, reason: str, kind: str) -> None:
         """Hold, then handle the message again as a new attempt: reports still due for this one are ignored."""
         self._attempts += 1
         work.attempt = self._attempts
         work.pending_acks = 0
-        self._schedule_again(work.message, reason)
+        self._schedule_again(work.message, reason, kind)
 
     def _refused_too_large(self, ident: tuple[str, int, int], work: _Work, out: Output) -> None:
         """The topic's own limit is below ours: dead-letter the input in place of the output, cut to half."""
@@ -437,16 +444,19 @@ class ConsumeLoop:
         if category is ErrorCategory.PERMANENT:
             self._fatal = f"fatal Kafka error: {err.str()}"
         elif category is ErrorCategory.AUTH:
-            self._hold(f"the broker refused our credentials: {err.str()}")
+            self._hold(f"the broker refused our credentials: {err.str()}", "auth")
         else:
             now = time.monotonic()
             if now - self._transient_logged >= TRANSIENT_LOG_EVERY:
                 self._transient_logged = now
                 log.warning("Kafka error, waited out while librdkafka retries: %s", err.str())
 
-    def _hold(self, reason: str) -> None:
+    def _hold(self, reason: str, kind: str) -> None:
         """Pause every partition for a growing while; logged and counted once per hold, not per message."""
         now = time.monotonic()
+        if kind not in self._holding:
+            self._holding.add(kind)
+            metrics.HOLDING.labels(self.stage.name, kind).set(1)
         if now < self._hold_until:
             return
         self._again_pause = min(AGAIN_MAX_PAUSE, max(AGAIN_FIRST_PAUSE, self._again_pause * 2))
@@ -454,11 +464,17 @@ class ConsumeLoop:
         metrics.AUTH_PAUSES.labels(self.stage.name).inc()
         log.warning("holding the stage for %.1fs: %s", self._again_pause, reason)
 
+    def _end_holds(self) -> None:
+        """Work got done again: whatever held the stage is over."""
+        for kind in self._holding:
+            metrics.HOLDING.labels(self.stage.name, kind).set(0)
+        self._holding.clear()
+
     # ------------------------------------------------------- holding back
 
-    def _schedule_again(self, msg: Message, reason: str) -> None:
+    def _schedule_again(self, msg: Message, reason: str, kind: str) -> None:
         """Hold the stage (a new hold lasts longer than the last one that did not help); retry then."""
-        self._hold(reason)
+        self._hold(reason, kind)
         self._seq += 1
         heapq.heappush(self._again, (self._hold_until, self._seq, msg))
 

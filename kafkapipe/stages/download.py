@@ -183,7 +183,7 @@ class DownloadStage:
         if exc.category is ErrorCategory.STORAGE:
             metrics.STORAGE_HOLDS.labels(_hold_reason(exc)).inc()
         log.warning("%s; holding the task: %s", reason, exc.message)
-        return Again(f"{reason}: {exc.message}")
+        return Again(f"{reason}: {exc.message}", kind=str(exc.category))
 
     def _poison(self, msg: Message, reason: str) -> Output:
         """A pending message that is not a DownloadTask: kept verbatim on the DLQ with the reason."""

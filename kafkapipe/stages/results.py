@@ -54,7 +54,7 @@ class ResultsStage:
             self.inventory.upsert(results)
         except InventoryUnavailable as exc:  # locked, full, unreachable: the batch is retried as a whole
             for msg in readable:
-                complete(msg, Again(f"inventory write failed: {exc}"))
+                complete(msg, Again(f"inventory write failed: {exc}", kind="inventory"))
             return
         except (sqlite3.InterfaceError, sqlite3.IntegrityError, OverflowError):
             raise  # about what a result holds: the loop retries one by one and dead-letters the culprit

@@ -38,7 +38,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_rules_are_valid():
     out = _run("check", "rules", str(ALERTS))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 8 rules found" in out.stdout
+    assert "SUCCESS: 9 rules found" in out.stdout
 
 
 def test_rules_fire_as_their_unit_tests_say():

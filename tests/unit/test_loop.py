@@ -319,6 +319,20 @@ def test_again_holds_the_message_and_handles_it_again_when_due(monkeypatch):
     assert stage.handled == [[0], [0]] and consumer.stored[P0] == 1
 
 
+def test_a_hold_shows_on_the_holding_gauge_by_kind_until_work_is_done_again(monkeypatch):
+    answers = iter([Again("storage unavailable: ENOSPC", kind="storage"), Done()])
+    loop, consumer, _producer, _ = make(ScriptedStage(lambda msg: next(answers)))
+    holding = metrics.HOLDING.labels("scripted", "storage")
+    consumer.add(T, 0)
+    consumer.assign(P0)
+    spin(loop, 2)
+    assert holding._value.get() == 1
+    now = loopmod.time.monotonic()
+    monkeypatch.setattr(loopmod.time, "monotonic", lambda: now + loopmod.AGAIN_MAX_PAUSE + 1)
+    spin(loop, 2)
+    assert consumer.stored[P0] == 1 and holding._value.get() == 0
+
+
 def test_messages_held_by_again_are_released_at_once_on_revoke(monkeypatch):
     slept = no_sleeping(monkeypatch)
     loop, consumer, _producer, _ = make(ScriptedStage(lambda m: Again("refused")), revoke_timeout=30.0)
