@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kafkapipe import dlq
 
     dlq.add_parser(sub, _with_config)
+    from kafkapipe import cli_migrate
+
+    cli_migrate.add_parser(sub, _with_config)
     return parser
 
 
@@ -136,6 +139,12 @@ def cmd_inventory(args: argparse.Namespace, config: configmod.Config) -> int:
     return cli_inventory.run(args, config)
 
 
+def cmd_migrate(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe import cli_migrate
+
+    return cli_migrate.run(args, config)
+
+
 def cmd_dlq(args: argparse.Namespace, config: configmod.Config) -> int:
     from kafkapipe import dlq
 
@@ -150,6 +159,7 @@ COMMANDS = {
     "config": cmd_config,
     "inventory": cmd_inventory,
     "dlq": cmd_dlq,
+    "migrate": cmd_migrate,
 }
 
 

@@ -91,12 +91,12 @@ class Outcomes:
     ) -> list[Output]:
         if task.retry_count >= len(self.topics.retry_delays):
             return self.permanent(task, error, started, http_status)
-        index = self._topic_for(task.retry_count, retry_after)
+        index = self.topic_for(task.retry_count, retry_after)
         routed = self._route(task, index, error, retry_after, task.retry_count + 1)
         result = self.result(task, STATUS_TRANSIENT, started, http_status=http_status, error=error)
         return [result, routed]
 
-    def _topic_for(self, first: int, retry_after: float | None) -> int:
+    def topic_for(self, first: int, retry_after: float | None) -> int:
         """The first retry topic from ``first`` on whose delay covers Retry-After.
 
         Due times rise along a retry partition only if every message on it waits about the
