@@ -32,3 +32,19 @@ def write_versions(path: Path, versions: list[list[dict]], schema: pa.Schema, de
     if delete:
         table.delete(delete)
     return DeltaTable(str(path)).version()
+
+
+INVENTORY_SCHEMA = pa.schema([
+    ("id", pa.string()), ("trace_id", pa.string()), ("attachment_url", pa.string()), ("status", pa.string()),
+    ("sha256", pa.string()), ("bytes", pa.int64()), ("blob_path", pa.string()), ("created_at", pa.string()),
+    ("source_system", pa.string()),
+])
+
+
+def inventory_row(ident: str, trace_id: str, url: str, status: str = "success", sha256: str | None = None,
+                  size: int | None = None, blob_path: str | None = None,
+                  created_at: str | None = "2026-11-20T08:00:00.000+00:00") -> dict:
+    return {
+        "id": ident, "trace_id": trace_id, "attachment_url": url, "status": status, "sha256": sha256,
+        "bytes": size, "blob_path": blob_path, "created_at": created_at, "source_system": "xact",
+    }
