@@ -145,6 +145,12 @@ def cmd_migrate(args: argparse.Namespace, config: configmod.Config) -> int:
     return cli_migrate.run(args, config)
 
 
+def cmd_compare(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe import cli_migrate
+
+    return cli_migrate.run_compare(args, config)
+
+
 def cmd_dlq(args: argparse.Namespace, config: configmod.Config) -> int:
     from kafkapipe import dlq
 
@@ -160,6 +166,7 @@ COMMANDS = {
     "inventory": cmd_inventory,
     "dlq": cmd_dlq,
     "migrate": cmd_migrate,
+    "compare": cmd_compare,
 }
 
 

@@ -1,4 +1,4 @@
-"""``kafkapipe migrate retry-queue`` (and the other cutover commands): argument parsing and exit status.
+"""``kafkapipe migrate retry-queue``, ``compare`` (and the other cutover commands): argument parsing and exit status.
 
 Exit status (``docs/contract.md`` §6): 0 done; 1 rows skipped, sends failed or the broker/source
 failed; 2 usage or configuration (a bad ``--since``, a mapping column the source lacks).
@@ -14,7 +14,7 @@ from datetime import datetime
 from kafkapipe.config import Config
 from kafkapipe.messages import InvalidMessage, parse_ts
 from kafkapipe.printable import printable
-from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE
+from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 
 def add_parser(sub: argparse._SubParsersAction, with_config: Callable) -> None:
@@ -28,6 +28,15 @@ def add_parser(sub: argparse._SubParsersAction, with_config: Callable) -> None:
     queue.add_argument("--since", type=_timestamp, default=None, metavar="T",
                        help="only rows whose event time (created_at column) is at or after T (RFC 3339)")
 
+    compare = with_config(sub.add_parser("compare", help="the legacy inventory against kafkapipe's, task by task"))
+    compare.add_argument("--legacy", required=True, metavar="URI", help="legacy inventory (Delta, Parquet, CSV, JSONL)")
+    compare.add_argument("--since", type=_timestamp, default=None, metavar="T", help="window start (RFC 3339)")
+    compare.add_argument("--until", type=_timestamp, default=None, metavar="T", help="window end, exclusive")
+    compare.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    compare.add_argument("--max-mismatch", type=_rate, default=0.0, metavar="R",
+                         help="highest mismatch rate (0..1) that still exits 0; default 0")
+    compare.add_argument("--show", type=_positive_int, default=10, metavar="N", help="examples per kind")
+
 
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
@@ -35,11 +44,45 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"not a rate between 0 and 1: {text!r}")
+    return value
+
+
 def _timestamp(text: str) -> datetime:
     try:
         return parse_ts(text, "time")
     except InvalidMessage as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_compare(args: argparse.Namespace, config: Config) -> int:
+    from kafkapipe.inventory import InventoryUnavailable, open_inventory
+    from kafkapipe.migrate import render
+    from kafkapipe.migrate.compare import compare
+    from kafkapipe.migrate.source import SourceError
+
+    try:
+        inventory = open_inventory(config.inventory)
+        try:
+            result = compare(inventory, args.legacy, config, since=args.since, until=args.until, show=args.show)
+        finally:
+            inventory.close()
+    except (SourceError, InventoryUnavailable) as exc:
+        print(f"kafkapipe: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.format == "json":
+        print(render.as_json(result, args.max_mismatch))
+    elif args.format == "csv":
+        render.write_csv(result, sys.stdout)
+    else:
+        render.write_table(result, args.max_mismatch, sys.stdout)
+    return EXIT_OK if result.rate() <= args.max_mismatch else EXIT_FAILURE
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
