@@ -151,6 +151,12 @@ def cmd_compare(args: argparse.Namespace, config: configmod.Config) -> int:
     return cli_migrate.run_compare(args, config)
 
 
+def cmd_offsets(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe import cli_migrate
+
+    return cli_migrate.run_offsets(args, config)
+
+
 def cmd_dlq(args: argparse.Namespace, config: configmod.Config) -> int:
     from kafkapipe import dlq
 
@@ -167,6 +173,7 @@ COMMANDS = {
     "dlq": cmd_dlq,
     "migrate": cmd_migrate,
     "compare": cmd_compare,
+    "offsets": cmd_offsets,
 }
 
 

@@ -1,4 +1,4 @@
-"""``kafkapipe migrate retry-queue``, ``compare`` (and the other cutover commands): argument parsing and exit status.
+"""``kafkapipe migrate retry-queue``, ``compare``, ``offsets reset``: argument parsing and exit status.
 
 Exit status (``docs/contract.md`` §6): 0 done; 1 rows skipped, sends failed or the broker/source
 failed; 2 usage or configuration (a bad ``--since``, a mapping column the source lacks).
@@ -7,11 +7,12 @@ failed; 2 usage or configuration (a bad ``--since``, a mapping column the source
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime
 
-from kafkapipe.config import Config
+from kafkapipe.config import STAGES, Config
 from kafkapipe.messages import InvalidMessage, parse_ts
 from kafkapipe.printable import printable
 from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
@@ -36,6 +37,16 @@ def add_parser(sub: argparse._SubParsersAction, with_config: Callable) -> None:
     compare.add_argument("--max-mismatch", type=_rate, default=0.0, metavar="R",
                          help="highest mismatch rate (0..1) that still exits 0; default 0")
     compare.add_argument("--show", type=_positive_int, default=10, metavar="N", help="examples per kind")
+
+    offsets = sub.add_parser("offsets", help="consumer group offsets")
+    reset = with_config(offsets.add_subparsers(dest="action", required=True).add_parser(
+        "reset", help="move a stage's group to a time / the start / the end (plan; --execute applies)"))
+    reset.add_argument("--stage", required=True, choices=STAGES)
+    where = reset.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to-datetime", type=_timestamp, metavar="T", help="first message at or after T (RFC 3339)")
+    where.add_argument("--to-earliest", action="store_true")
+    where.add_argument("--to-latest", action="store_true")
+    reset.add_argument("--execute", action="store_true", help="apply the plan (refused while the group has members)")
 
 
 def _positive_int(text: str) -> int:
@@ -83,6 +94,38 @@ def run_compare(args: argparse.Namespace, config: Config) -> int:
     else:
         render.write_table(result, args.max_mismatch, sys.stdout)
     return EXIT_OK if result.rate() <= args.max_mismatch else EXIT_FAILURE
+
+
+def run_offsets(args: argparse.Namespace, config: Config) -> int:
+    from kafkapipe.dlq.audit import AUDIT, user
+    from kafkapipe.kafka import offsets_reset as reset
+    from kafkapipe.kafka.clients import group_id
+
+    target = reset.Target(when=args.to_datetime, earliest=args.to_earliest)
+    group = group_id(config, args.stage)
+    try:
+        moves = reset.plan(config, args.stage, target)
+        shown = "" if args.execute else " (plan; --execute applies)"
+        print(f"group {printable(group)} → {target.describe()}{shown}")
+        for m in moves:
+            now = "-" if m.current is None else m.current
+            print(f"  {printable(m.topic)}[{m.partition}] {now} → {m.new}")
+        if not args.execute:
+            members = reset.live_members(config, group)
+            if members:
+                print(f"note: the group has {len(members)} live member(s); --execute is refused until they stop")
+            return EXIT_OK
+        reset.apply(config, args.stage, moves)
+    except reset.ResetError as exc:
+        print(f"kafkapipe: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not AUDIT.isEnabledFor(logging.INFO):
+        AUDIT.setLevel(logging.INFO)
+    AUDIT.info("offsets reset by %s", user(), extra={
+        "action": "offsets.reset", "user": user(), "group": group, "target": target.describe(),
+        "moves": [f"{m.topic}[{m.partition}]:{m.current}->{m.new}" for m in moves][:1000]})
+    print(f"applied: {len(moves)} partition(s) moved")
+    return EXIT_OK
 
 
 def run(args: argparse.Namespace, config: Config) -> int:

@@ -86,3 +86,13 @@ def test_routes():
         "attachments.downloads.results", "attachments.downloads.dlq"]
     expired = f"{URL}?se=2026-11-01&sig=abc"
     assert r.plan(to_task(1, row(attachment_url=expired), MAPPING, NOW)).route == DLQ_EXPIRED
+
+
+def test_offsets_reset_knows_every_stage_and_its_topics():
+    from kafkapipe.config import STAGES
+    from kafkapipe.kafka.offsets_reset import STAGE_TOPICS
+
+    topics = TopicsConfig(retry_delays=["1s", "2s"])
+    assert set(STAGE_TOPICS) == set(STAGES)
+    assert STAGE_TOPICS["delay"](topics) == topics.retry_topics
+    assert STAGE_TOPICS["download"](topics) == [topics.pending]
