@@ -370,6 +370,15 @@ class MigrateConfig:
     success_values: list[str] = field(factory=lambda: ["success", "succeeded", "completed", "downloaded"])
     batch_size: int = field(default=10_000, validator=_positive)
 
+    def __attrs_post_init__(self) -> None:
+        names = [a.name for a in attrs.fields(MigrateConfig) if isinstance(getattr(self, a.name), str)]
+        seen: dict[str, str] = {}
+        for name in names:
+            column = getattr(self, name)
+            if column in seen:
+                raise ValueError(f"migrate.{name} and migrate.{seen[column]} both read column {column!r}")
+            seen[column] = name
+
 
 @frozen
 class MetricsConfig:
