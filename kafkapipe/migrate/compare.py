@@ -25,7 +25,7 @@ from kafkapipe.config import Config
 from kafkapipe.inventory.base import Inventory
 from kafkapipe.log import redact_url
 from kafkapipe.messages import format_ts, make_task_id
-from kafkapipe.migrate.importing import stored
+from kafkapipe.migrate.importing import count_bytes, stored
 from kafkapipe.migrate.legacy import BadRow, moment, optional_text, text
 from kafkapipe.migrate.source import read_rows
 
@@ -106,6 +106,8 @@ def _legacy(uri: str, config: Config, since, until, bad: list) -> Iterator[tuple
     wanted = [m.trace_id, m.attachment_url, m.status, m.sha256, m.bytes, m.created_at]
     for number, row in read_rows(uri, config, wanted, [m.trace_id, m.attachment_url, m.status]):
         try:
+            if isinstance(row, BadRow):
+                raise row
             trace_id, url = text(row.get(m.trace_id), m.trace_id, 256), text(row.get(m.attachment_url),
                                                                                 m.attachment_url, 8192)
             if since is not None or until is not None:
@@ -113,12 +115,12 @@ def _legacy(uri: str, config: Config, since, until, bad: list) -> Iterator[tuple
                 if when is None or (since and when < since) or (until and when >= until):
                     continue
             digest = optional_text(row.get(m.sha256), m.sha256)
+            size = None if row.get(m.bytes) is None else count_bytes(row.get(m.bytes), m.bytes)
         except BadRow as exc:
             bad.append((number, str(exc)))
             continue
-        size = row.get(m.bytes)
         yield (make_task_id(trace_id, url), redact_url(url), "success" if stored(row, m) else "failed",
-               digest.lower() if digest else None, size if isinstance(size, int) else None)
+               digest.lower() if digest else None, size)
 
 
 def _load_ours(db: sqlite3.Connection, inventory: Inventory) -> None:

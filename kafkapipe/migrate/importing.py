@@ -60,6 +60,7 @@ def to_result(row: dict[str, Any], mapping: MigrateConfig) -> DownloadResult:
 
 
 def count_bytes(value: Any, column: str) -> int:
+    """A size in bytes: an integer, or its digits as text (CSV)."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, str) and value.strip().isdigit():
@@ -92,10 +93,12 @@ def results(config: Config, uri: str, report: ImportReport) -> Iterator[Download
     for number, row in read_rows(uri, config, columns(mapping),
                                  [mapping.trace_id, mapping.attachment_url, mapping.status]):
         report.rows = number
-        if not stored(row, mapping):
+        if isinstance(row, dict) and not stored(row, mapping):
             report.not_stored += 1
             continue
         try:
+            if isinstance(row, BadRow):
+                raise row
             yield to_result(row, mapping)
         except BadRow as exc:
             report.bad += 1

@@ -62,6 +62,8 @@ def legacy_tasks(config: Config, uri: str, plan: Plan, progress: TextIO | None) 
         if progress is not None and number % 1000 == 0:
             print(f"\rread {number} rows", end="", file=progress, flush=True)
         try:
+            if isinstance(row, BadRow):
+                raise row
             yield to_task(number, row, mapping, created)
         except BadRow as exc:
             plan.add_bad(number, str(exc))
