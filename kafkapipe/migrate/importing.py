@@ -9,6 +9,7 @@ import over an earlier failure wins. Rows are written a batch (``migrate.batch_s
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterator
@@ -85,7 +86,12 @@ def _path(row: dict[str, Any], mapping: MigrateConfig, task_id: str, trace_id: s
 
 def stored(row: dict[str, Any], mapping: MigrateConfig) -> bool:
     status = row.get(mapping.status)
-    return isinstance(status, str) and status.strip().lower() in {v.lower() for v in mapping.success_values}
+    return isinstance(status, str) and status.strip().lower() in _lowered(tuple(mapping.success_values))
+
+
+@functools.cache
+def _lowered(values: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(v.lower() for v in values)
 
 
 def results(config: Config, uri: str, report: ImportReport) -> Iterator[DownloadResult]:

@@ -96,3 +96,13 @@ def test_offsets_reset_knows_every_stage_and_its_topics():
     assert set(STAGE_TOPICS) == set(STAGES)
     assert STAGE_TOPICS["delay"](topics) == topics.retry_topics
     assert STAGE_TOPICS["download"](topics) == [topics.pending]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.text(), st.text(alphabet=st.characters(exclude_characters="/?#@\\")))
+def test_compare_never_shows_query_fragment_or_userinfo(path, query, secret):
+    from kafkapipe.migrate.compare import shown_url
+
+    shown = shown_url(f"https://user:{secret}@files.example.com/{path}?sig={query}#{secret}")
+    assert "?" not in shown and "#" not in shown and "user:" not in shown
+    assert shown_url("https://files.example.com/a/b.pdf?X-Amz-Signature=abc") == "https://files.example.com/a/b.pdf"
