@@ -91,12 +91,12 @@ class Outcomes:
     ) -> list[Output]:
         if task.retry_count >= len(self.topics.retry_delays):
             return self.permanent(task, error, started, http_status)
-        index = self.topic_for(task.retry_count, retry_after)
+        index = self._topic_for(task.retry_count, retry_after)
         routed = self._route(task, index, error, retry_after, task.retry_count + 1)
         result = self.result(task, STATUS_TRANSIENT, started, http_status=http_status, error=error)
         return [result, routed]
 
-    def topic_for(self, first: int, retry_after: float | None) -> int:
+    def _topic_for(self, first: int, retry_after: float | None) -> int:
         """The first retry topic from ``first`` on whose delay covers Retry-After.
 
         Due times rise along a retry partition only if every message on it waits about the
@@ -108,6 +108,8 @@ class Outcomes:
             if self.topics.retry_delay_seconds(index) >= (retry_after or 0.0):
                 return index
         return last
+
+    topic_for = _topic_for  # public: `migrate retry-queue` routes a legacy wait by the same rule
 
     def circuit_open(self, task: DownloadTask, error: ErrorInfo, started: float) -> list[Output]:
         """Back to the first retry topic, keeping ``retry_count``: no attempt was made."""
