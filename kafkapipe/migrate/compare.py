@@ -35,6 +35,8 @@ KINDS = (EQUAL, STATUS, CONTENT, ONLY_LEGACY, ONLY_OURS)
 MISMATCHES = KINDS[1:]
 PAGE = 10_000
 
+# A scratch file: nothing to recover after a crash; a page cache that stays small whatever the rows.
+_PRAGMAS = "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384; PRAGMA temp_store=FILE;"
 _SCHEMA = """
 CREATE TABLE legacy (task_id TEXT PRIMARY KEY, url TEXT, status TEXT, sha256 TEXT, bytes INTEGER) WITHOUT ROWID;
 CREATE TABLE ours (task_id TEXT PRIMARY KEY, url TEXT, status TEXT, sha256 TEXT, bytes INTEGER,
@@ -81,7 +83,7 @@ def compare(inventory: Inventory, uri: str, config: Config, *, since: datetime |
     with tempfile.TemporaryDirectory(prefix="kafkapipe-compare-") as scratch:
         db = sqlite3.connect(Path(scratch) / "compare.sqlite3")
         try:
-            db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;" + _SCHEMA)
+            db.executescript(_PRAGMAS + _SCHEMA)
             bad = _load_legacy(db, uri, config, since, until)
             _load_ours(db, inventory)
             return _classify(db, since, until, show, bad)

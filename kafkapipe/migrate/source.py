@@ -54,7 +54,9 @@ def read_batches(uri: str, config: Config, wanted: Iterable[str], required: Iter
         if missing:
             raise missing_columns(uri, missing)
         columns = [c for c in dict.fromkeys(wanted) if c in present]
-        yield from dataset.to_batches(columns=columns, batch_size=config.migrate.batch_size)
+        # Arrow reads 4 files and 16 batches ahead by default: memory that grows with the table.
+        yield from dataset.to_batches(columns=columns, batch_size=config.migrate.batch_size,
+                                      batch_readahead=1, fragment_readahead=1)
 
 
 def read_rows(uri: str, config: Config, wanted: Iterable[str], required: Iterable[str]
