@@ -97,6 +97,8 @@ def run_compare(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_offsets(args: argparse.Namespace, config: Config) -> int:
+    from confluent_kafka import KafkaException
+
     from kafkapipe.dlq.audit import AUDIT, user
     from kafkapipe.kafka import offsets_reset as reset
     from kafkapipe.kafka.clients import group_id
@@ -116,7 +118,7 @@ def run_offsets(args: argparse.Namespace, config: Config) -> int:
                 print(f"note: the group has {len(members)} live member(s); --execute is refused until they stop")
             return EXIT_OK
         reset.apply(config, args.stage, moves)
-    except reset.ResetError as exc:
+    except (reset.ResetError, KafkaException) as exc:
         print(f"kafkapipe: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
     if not AUDIT.isEnabledFor(logging.INFO):
@@ -129,6 +131,8 @@ def run_offsets(args: argparse.Namespace, config: Config) -> int:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    from confluent_kafka import KafkaException
+
     from kafkapipe.dlq.errors import DlqError
     from kafkapipe.migrate import retryqueue
     from kafkapipe.migrate.migratelog import MigrateError
@@ -139,6 +143,6 @@ def run(args: argparse.Namespace, config: Config) -> int:
     except SourceError as exc:
         print(f"kafkapipe: {printable(str(exc))}", file=sys.stderr)
         return EXIT_CONFIG if "no column" in str(exc) else EXIT_FAILURE
-    except (DlqError, MigrateError) as exc:
+    except (DlqError, MigrateError, KafkaException) as exc:
         print(f"kafkapipe: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
