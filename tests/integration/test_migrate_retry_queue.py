@@ -8,6 +8,7 @@ server, and must reach storage and the inventory with their retry counts. A seco
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -74,6 +75,10 @@ def test_retry_queue_reaches_storage_and_inventory_and_runs_once(pipeline, fault
         "already migrated": "0", "duplicate rows": "0", "before --since": "0", "bad rows skipped": "3",
         "sent": "4", "failed to send": "0",
     }, first.stdout + first.stderr
+
+    audit = [json.loads(line) for line in first.stderr.splitlines() if '"kafkapipe.audit"' in line]
+    assert [(a["action"], a["sent"], a["bad_rows"]) for a in audit] == [("migrate.retry-queue", 4, 3)], first.stderr
+    assert "X-Amz-Signature" not in first.stdout + first.stderr
 
     pipeline.start(("download", "delay", "results"))
     rows = {r["trace_id"]: r for r in pipeline.wait_rows(4, timeout=120)}
