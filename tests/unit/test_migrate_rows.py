@@ -106,3 +106,21 @@ def test_compare_never_shows_query_fragment_or_userinfo(path, query, secret):
     shown = shown_url(f"https://user:{secret}@files.example.com/{path}?sig={query}#{secret}")
     assert "?" not in shown and "#" not in shown and "user:" not in shown
     assert shown_url("https://files.example.com/a/b.pdf?X-Amz-Signature=abc") == "https://files.example.com/a/b.pdf"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["trace_id", "attachment_url", "sha256", "bytes", "blob_path", "created_at",
+                                        "source_system"]), values))
+def test_any_legacy_inventory_row_is_a_success_or_a_bad_row(hostile):
+    from kafkapipe.migrate.importing import to_result
+    from kafkapipe.paths import is_valid
+
+    base = {"trace_id": "t", "attachment_url": URL, "sha256": "a" * 64, "bytes": 5, "blob_path": None,
+            "created_at": "2026-11-20T08:00:00Z", "source_system": "xact"}
+    try:
+        result = to_result({**base, **hostile}, MAPPING)
+    except BadRow:
+        return
+    assert result.status == "success" and is_valid(result.blob_path)
+    assert result.sha256 is None or len(result.sha256) == 64
+    assert result.bytes is None or result.bytes >= 0
