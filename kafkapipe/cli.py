@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     from kafkapipe.status import cli as status_cli
 
     status_cli.add_parser(sub, _with_config)
+
+    from kafkapipe import cli_migrate
+
+    cli_migrate.add_parser(sub, _with_config)
     return parser
 
 
@@ -168,6 +172,24 @@ def cmd_inventory(args: argparse.Namespace, config: configmod.Config) -> int:
     return cli_inventory.run(args, config)
 
 
+def cmd_migrate(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe import cli_migrate
+
+    return cli_migrate.run(args, config)
+
+
+def cmd_compare(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe import cli_migrate
+
+    return cli_migrate.run_compare(args, config)
+
+
+def cmd_offsets(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe import cli_migrate
+
+    return cli_migrate.run_offsets(args, config)
+
+
 def cmd_dlq(args: argparse.Namespace, config: configmod.Config) -> int:
     from kafkapipe import dlq
 
@@ -196,6 +218,9 @@ COMMANDS = {
     "dlq": cmd_dlq,
     "trace": cmd_trace,
     "status": cmd_status,
+    "migrate": cmd_migrate,
+    "compare": cmd_compare,
+    "offsets": cmd_offsets,
 }
 
 

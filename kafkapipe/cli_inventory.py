@@ -1,4 +1,4 @@
-"""``kafkapipe inventory summary|migrate|export``: the inventory from the command line."""
+"""``kafkapipe inventory summary|migrate|export|import``: the inventory from the command line."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import TextIO
 from kafkapipe.config import Config
 from kafkapipe.errors import ConfigError
 from kafkapipe.inventory import Inventory, InventoryUnavailable, open_inventory
+from kafkapipe.printable import printable
 from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 
@@ -23,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction, with_config: Callable) -> None:
     export.add_argument("--to", required=True, metavar="URI",
                         help="local path, or abfss://… (Azure Data Lake / OneLake) with the storage credential")
     export.add_argument("--format", choices=("delta", "parquet"), default="delta")
+    seed = with_config(actions.add_parser("import", help="seed with what the legacy pipeline stored (status success)"))
+    seed.add_argument("--legacy", required=True, metavar="URI",
+                      help="legacy inventory: Delta table (path or abfss://…), .parquet, .csv or .jsonl")
 
 
 def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> int:
@@ -73,4 +77,16 @@ def _export(args: argparse.Namespace, config: Config, inventory: Inventory, out:
     return EXIT_OK
 
 
-ACTIONS = {"summary": _summary, "migrate": _migrate, "export": _export}
+def _import(args: argparse.Namespace, config: Config, inventory: Inventory, out: TextIO) -> int:
+    from kafkapipe.migrate.importing import import_legacy
+    from kafkapipe.migrate.source import SourceError
+
+    try:
+        report = import_legacy(inventory, args.legacy, config, out, sys.stderr)
+    except SourceError as exc:
+        print(f"kafkapipe: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_FAILURE if report.bad else EXIT_OK
+
+
+ACTIONS = {"summary": _summary, "migrate": _migrate, "export": _export, "import": _import}

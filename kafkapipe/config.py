@@ -384,6 +384,42 @@ class InventoryConfig:
     export: InventoryExportConfig = InventoryExportConfig()
 
 
+def _column_names(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not value.strip() or any(ord(c) < 32 for c in value):
+        raise ValueError(f"{attribute.name} must name a column, got {value!r}")
+
+
+@frozen
+class MigrateConfig:
+    """Legacy (Delta pipeline) column → task field, for ``kafkapipe migrate`` / ``compare`` / ``inventory import``."""
+
+    trace_id: str = field(default="trace_id", validator=_column_names)
+    attachment_url: str = field(default="attachment_url", validator=_column_names)
+    retry_count: str = field(default="retry_count", validator=_column_names)
+    next_retry_at: str = field(default="next_retry_at", validator=_column_names)
+    last_error: str = field(default="last_error", validator=_column_names)
+    created_at: str = field(default="created_at", validator=_column_names)
+    event_type: str = field(default="event_type", validator=_column_names)
+    source_system: str = field(default="source_system", validator=_column_names)
+    blob_path: str = field(default="blob_path", validator=_column_names)
+    status: str = field(default="status", validator=_column_names)
+    sha256: str = field(default="sha256", validator=_column_names)
+    bytes: str = field(default="bytes", validator=_column_names)
+    legacy_id: str = field(default="id", validator=_column_names)
+    # Legacy status values that mean "stored"; compared with kafkapipe's `success`.
+    success_values: list[str] = field(factory=lambda: ["success", "succeeded", "completed", "downloaded"])
+    batch_size: int = field(default=10_000, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        names = [a.name for a in attrs.fields(MigrateConfig) if isinstance(getattr(self, a.name), str)]
+        seen: dict[str, str] = {}
+        for name in names:
+            column = getattr(self, name)
+            if column in seen:
+                raise ValueError(f"migrate.{name} and migrate.{seen[column]} both read column {column!r}")
+            seen[column] = name
+
+
 @frozen
 class MetricsConfig:
     bind: str = field(default="127.0.0.1:9464", validator=_host_port)
@@ -415,6 +451,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     dlq: DlqToolConfig = DlqToolConfig()
+    migrate: MigrateConfig = MigrateConfig()
     source: str = field(default="<defaults>", eq=False)
 
 

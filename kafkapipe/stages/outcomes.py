@@ -137,6 +137,8 @@ class Outcomes:
                 return index
         return last
 
+    topic_for = _topic_for  # public: `migrate retry-queue` routes a legacy wait by the same rule
+
     def circuit_open(
         self, task: DownloadTask, error: ErrorInfo, started: float, retry_after: float | None = None
     ) -> list[Output]:
