@@ -239,6 +239,9 @@ class DownloadStage:
     # task costs only its message (~1 KiB), and every pause makes librdkafka drop and re-fetch
     # its prefetched messages, so a small bound starves the threads.
     max_in_flight: int = field(default=0, validator=_non_negative)
+    # Ask the inventory before downloading: a task it records as stored (ours, or imported from
+    # the legacy pipeline) is reported successful without a request.
+    check_inventory: bool = True
 
 
 @frozen

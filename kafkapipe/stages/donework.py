@@ -2,15 +2,24 @@
 
 A replayed or redelivered task may find its blob written by an earlier attempt; its presigned
 URL may have expired since. Looking first turns that into a success without a request. The
-lookup sits behind :class:`DoneWork` so another source (an inventory) can answer first later.
+inventory answers first where the download stage can reach it: a success recorded there (ours,
+or imported from the legacy pipeline by ``kafkapipe inventory import``) is not fetched again;
+then the storage backend itself.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Protocol
 
-from kafkapipe.messages import DownloadTask
+from kafkapipe.config import Config
+from kafkapipe.errors import ConfigError
+from kafkapipe.inventory import Inventory, InventoryUnavailable, open_inventory
+from kafkapipe.messages import STATUS_SUCCESS, DownloadTask
 from kafkapipe.storage.base import Storage, StoredBlob
+
+log = logging.getLogger(__name__)
 
 
 class DoneWork(Protocol):
@@ -27,3 +36,57 @@ class StoredInStorage:
 
     def lookup(self, task: DownloadTask) -> StoredBlob | None:
         return self.storage.stat(task.blob_path)
+
+
+class RecordedInInventory:
+    """A success row with its size and digest; an unreachable inventory answers "not known"."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+
+    def lookup(self, task: DownloadTask) -> StoredBlob | None:
+        try:
+            row = self.inventory.lookup(task.task_id)
+        except InventoryUnavailable as exc:  # downloading again is safe: storage is idempotent
+            log.warning("inventory not reachable, not consulted for this task: %s", exc)
+            return None
+        if row is None or row.status != STATUS_SUCCESS or row.bytes is None or not row.sha256:
+            return None
+        return StoredBlob(bytes=row.bytes, sha256=row.sha256)
+
+
+class FirstFound:
+    """Asks each source in turn; the first that knows the blob answers."""
+
+    def __init__(self, *sources: DoneWork) -> None:
+        self.sources = sources
+
+    def lookup(self, task: DownloadTask) -> StoredBlob | None:
+        for source in self.sources:
+            found = source.lookup(task)
+            if found is not None:
+                return found
+        return None
+
+
+def inventory_for_lookups(config: Config) -> Inventory | None:
+    """The inventory, when the download stage should and can consult it; never creates one.
+
+    A SQLite inventory lives on the results stage's VM: where its file is absent there is
+    nothing to ask. A PostgreSQL inventory that cannot be opened at start is left out (with a
+    warning) rather than stopping the downloads.
+    """
+    if not config.stages.download.check_inventory:
+        return None
+    if config.inventory.backend == "sqlite" and not Path(config.inventory.path).is_file():
+        return None
+    try:
+        return open_inventory(config.inventory)
+    except (InventoryUnavailable, ConfigError) as exc:
+        log.warning("inventory not consulted before downloads: %s", exc)
+        return None
+
+
+def done_work_for(storage: Storage, inventory: Inventory | None) -> DoneWork:
+    stored = StoredInStorage(storage)
+    return stored if inventory is None else FirstFound(RecordedInInventory(inventory), stored)

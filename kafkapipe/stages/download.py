@@ -30,7 +30,7 @@ from kafkapipe.paths import stored_path
 from kafkapipe.resilience import CircuitBreakers, CircuitSettings
 from kafkapipe.security.tasks import check_task
 from kafkapipe.stages import circuitwaits
-from kafkapipe.stages.donework import DoneWork, StoredInStorage
+from kafkapipe.stages.donework import DoneWork, done_work_for, inventory_for_lookups
 from kafkapipe.stages.outcomes import Outcomes, raw_dead_letter
 from kafkapipe.storage import open_storage
 from kafkapipe.storage.base import BlobWriter
@@ -65,7 +65,8 @@ class DownloadStage:
         self.breakers = CircuitBreakers(circuit_settings(config))
         self.max_circuit_waits = config.download.max_circuit_waits
         self.max_circuit_wait = config.download.max_circuit_wait
-        self.done_work: DoneWork = StoredInStorage(self.storage)
+        self.inventory = inventory_for_lookups(config)
+        self.done_work: DoneWork = done_work_for(self.storage, self.inventory)
         self.pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="download")
 
     def handle(self, messages: list[Message], complete: Complete) -> None:
@@ -197,6 +198,8 @@ class DownloadStage:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.fetcher.close()
         self.storage.close()
+        if self.inventory is not None:
+            self.inventory.close()
 
 
 def circuit_settings(config: Config) -> CircuitSettings:

@@ -69,7 +69,31 @@ def test_a_replayed_task_whose_blob_is_stored_succeeds_without_a_request(make_pi
     target = pipe.storage_root / dead["task"]["blob_path"]
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(PDF)
-    pipe.cli("dlq", "replay", "--config", str(pipe.config_path), "--all-entries")
+    pipe.cli("dlq", "replay", "--config", str(pipe.config_path), "--all-entries", "--execute")
     row = pipe.wait_rows(1, status="success", timeout=60)[0]
     assert row["bytes"] == len(PDF) and row["sha256"] == hashlib.sha256(PDF).hexdigest()
     assert fault_server.requests_to("/done.pdf") == 0, "no request for work already done"
+
+
+def test_a_task_the_inventory_records_as_stored_is_not_downloaded_again(make_pipeline, fault_server):
+    """A success in the inventory (ours, or imported from the legacy pipeline) is not fetched again."""
+    fault_server.add("/imported.pdf", PDF)
+    pipe = make_pipeline(fault_server)
+    url = fault_server.url("/imported.pdf")
+    pipe.start(["ingest", "results"])
+    pipe.produce([event("t-imported", [url])])
+    task = orjson.loads(pipe.read_topic(pipe.topics["pending"], 1)[0].value())
+    pipe.stop()
+    legacy = {"trace_id": "t-imported", "attachment_url": url, "status": "success",
+              "sha256": hashlib.sha256(b"legacy bytes").hexdigest(), "bytes": 12,
+              "blob_path": task["blob_path"], "created_at": "2026-01-01T00:00:00+00:00"}
+    source = pipe.tmp / "legacy.jsonl"
+    source.write_bytes(orjson.dumps(legacy) + b"\n")
+    pipe.cli("inventory", "import", "--config", str(pipe.config_path), "--legacy", str(source))
+    assert pipe.rows()[0]["status"] == "success"
+
+    pipe.start(["download", "results"])
+    pipe.wait_caught_up("download", pipe.topics["pending"])
+    result = orjson.loads(pipe.read_topic(pipe.topics["results"], 1)[0].value())
+    assert (result["status"], result["sha256"]) == ("success", legacy["sha256"])
+    assert fault_server.requests_to("/imported.pdf") == 0, "no request for what the inventory records"

@@ -140,10 +140,10 @@ def test_replayed_dead_letters_succeed_once_fixed_and_replaying_twice_adds_nothi
 
     for path in paths:  # the vendor fixed the documents
         fault_server.add(path, PDF)
-    out = pipe.cli("dlq", "replay", "--config", str(pipe.config_path), "--all-entries")
+    out = pipe.cli("dlq", "replay", "--config", str(pipe.config_path), "--all-entries", "--execute")
     assert "3" in out.stdout
     pipe.wait_rows(3, status="success", timeout=60)
-    again = pipe.cli("dlq", "replay", "--config", str(pipe.config_path), "--all-entries")
+    again = pipe.cli("dlq", "replay", "--config", str(pipe.config_path), "--all-entries", "--execute")
     assert again.returncode == 0
     pipe.wait_caught_up("download", pipe.topics["pending"])
     assert sum(fault_server.requests_to(p) for p in paths) == 6, "the second replay sent nothing"
