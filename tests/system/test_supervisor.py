@@ -145,7 +145,10 @@ def test_ttin_and_ttou_scale_the_download_stage(supervised):
     sup.signal(signal.SIGTTOU)
     (remaining,) = sup.wait_stage("download", 1, exclude={first})  # the oldest goes
     sup.wait_until(lambda: worker_pids(sup.proc.pid) == {remaining}, "the retired worker to exit")
-    assert sup.metric("kafkapipe_worker_exits_total", stage="download", cause="stopped") == 1
+    # Gone from the process table a moment before the supervisor has reaped and counted it.
+    stopped = lambda: sup.metric("kafkapipe_worker_exits_total", stage="download", cause="stopped")  # noqa: E731
+    sup.wait_until(lambda: stopped() >= 1, "the retired worker's exit to be counted")
+    assert stopped() == 1
     assert sup.metric("kafkapipe_worker_restarts_total", stage="download") == 0
     assert sup.stop() == 0
 
