@@ -46,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     url_check.add_argument("urls", nargs="+", metavar="URL")
 
     cfg = sub.add_parser("config", help="configuration")
-    _with_config(cfg.add_subparsers(dest="action", required=True).add_parser("check"))
+    check = _with_config(cfg.add_subparsers(dest="action", required=True).add_parser("check"))
+    check.add_argument("--stages", default="", metavar="A,B", help="check only what these stages need")
+    check.add_argument("--reload", action="store_true",
+                       help="before a reload: skip the metrics port, which the running supervisor holds")
 
     from kafkapipe import cli_inventory
 
@@ -59,7 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The one place a ConfigError becomes exit status 2 (docs/contract.md, "Exit codes")."""
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except ConfigError as exc:
+        print(f"kafkapipe: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["supervisor"]:
         # Before build_parser(): the dlq subcommand imports kafkapipe.metrics, and the
         # supervisor must set PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported.
@@ -67,11 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return supervisor_main(argv[1:])
     args = build_parser().parse_args(argv)
-    try:
-        config = configmod.load(args.config)
-    except ConfigError as exc:
-        print(f"kafkapipe: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    config = configmod.load(args.config)
     from kafkapipe import log
 
     log.setup(config.logging.level, config.logging.format)
@@ -126,6 +133,12 @@ def cmd_url_check(args: argparse.Namespace, config: configmod.Config) -> int:
 
 
 def cmd_config(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe.preflight import check_or_raise
+
+    check_or_raise(config, configmod.parse_stages(args.stages) or configmod.STAGES, ports=not args.reload)
+    if args.reload:  # run by ExecReload: one line in the journal, not the whole configuration
+        print(f"{printable(str(config.source))}: configuration OK")
+        return EXIT_OK
     # Masked by name (config.to_display) and then by content: a SAS in account_url, a key anywhere.
     print(f"# effective configuration from {printable(str(config.source))} (secrets masked)")
     print(json_text(mask_secrets(configmod.to_display(config)), indent=2))

@@ -86,6 +86,12 @@ class ConfigError(Exception):
     """A configuration problem; the message names the key and the file."""
 
 
+def refuse(problems: list[str]) -> None:
+    """ConfigError for the first of ``problems`` (each already names its key); nothing when empty."""
+    if problems:
+        raise ConfigError(problems[0])
+
+
 def category_of(exc: BaseException) -> ErrorCategory:
     """Classify any exception; unknown ones are permanent, never swallowed."""
     if isinstance(exc, PipelineError):

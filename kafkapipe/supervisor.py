@@ -36,9 +36,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from kafkapipe import log as klog
-from kafkapipe.config import STAGES, Config, load
+from kafkapipe.config import STAGES, Config, load, parse_stages
 from kafkapipe.errors import ConfigError
 from kafkapipe.kafka.topiccheck import BrokerUnreachable, check_topics
+from kafkapipe.preflight import check_or_raise
 from kafkapipe.sdnotify import Notifier
 from kafkapipe.supervision.child import load_libc, worker_process
 from kafkapipe.supervision.fds import close_fd
@@ -110,12 +111,9 @@ class Supervisor:
 
     # ---------------------------------------------------------------------- start and stop
     def run(self) -> int:
-        try:
-            self.config = load(self.config_path)
-            self._check(self.config)
-        except ConfigError as exc:
-            print(f"{PROG}: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
+        """Exit status; a ConfigError before anything starts goes to :func:`main`."""
+        self.config = load(self.config_path)
+        self._check(self.config, ports=True)
         klog.setup(self.config.logging.level, self.config.logging.format)
         klog.bind(stage="supervisor")
         refused = self._check_topics_at_start()
@@ -142,12 +140,14 @@ class Supervisor:
         klog.flush()
         return code
 
-    def _check(self, config: Config) -> None:
+    def _check(self, config: Config, *, ports: bool) -> None:
+        """What load() cannot know: this supervisor's stages and this host (:mod:`kafkapipe.preflight`)."""
         if sum(self._configured(config, stage) for stage in self.stages) == 0:
             raise ConfigError(
                 f"{config.source}: no worker processes to run: stages.<name>.processes is 0 for "
                 f"{', '.join(self.stages)}"
             )
+        check_or_raise(config, self.stages, ports=ports)
 
     def _check_topics_at_start(self) -> int | None:
         """None when the topics are fine; else the exit status, within seconds, never a silent wait.
@@ -326,11 +326,12 @@ class Supervisor:
         assert self._m is not None
         try:
             new = load(self.config_path)
-            self._check(new)
+            self._check(new, ports=False)
             self._check_topic_change(new)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running workers: %s", exc)
             self._m.RELOADS.labels("rejected").inc()
+            self._notifier.status(f"reload rejected, keeping the running workers: {exc}")
             return
         self._apply_config(new)
         self.generation += 1
@@ -692,20 +693,6 @@ def _signame(signum: int) -> str:
 
 
 # ---------------------------------------------------------------------------- entry point
-def parse_stages(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
-    """``"ingest,download"`` → ("ingest", "download"); None/empty → None (all). Raises ConfigError."""
-    if not text:
-        return None
-    items = text.split(",") if isinstance(text, str) else list(text)
-    names = tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
-    unknown = [name for name in names if name not in STAGES]
-    if unknown:
-        raise ConfigError(
-            f"--stages: unknown stage(s) {', '.join(unknown)}; expected some of {', '.join(STAGES)}"
-        )
-    return names or None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -723,11 +710,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``kafkapipe-supervisor --config FILE [--stages a,b]``; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        stages = parse_stages(args.stages)
-    except ConfigError as exc:
+        return Supervisor(args.config, parse_stages(args.stages)).run()
+    except ConfigError as exc:  # the one place the supervisor turns a ConfigError into exit 2
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return Supervisor(args.config, stages).run()
 
 
 if __name__ == "__main__":
