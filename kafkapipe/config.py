@@ -27,7 +27,6 @@ from kafkapipe.errors import ConfigError
 from kafkapipe.guarantees import CONSUMER_RULES, PRODUCER_RULES, Rule, violations
 
 ENV_PREFIX = "KAFKAPIPE_"
-STAGES = ("ingest", "download", "delay", "results")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -305,12 +304,12 @@ class SupervisorConfig:
 
 
 @frozen
-class IngestStage:
+class IngestSettings:
     processes: int = field(default=1, validator=_non_negative)
 
 
 @frozen
-class DownloadStage:
+class DownloadSettings:
     processes: int = field(default=2, validator=_non_negative)
     threads: int = field(default=16, validator=_positive)
     # Tasks per process taken in before partitions are paused; 0 means 64 × threads. A waiting
@@ -318,16 +317,20 @@ class DownloadStage:
     # its prefetched messages, so a small bound starves the threads.
     max_in_flight: int = field(default=0, validator=_non_negative)
 
+    @property
+    def in_flight_bound(self) -> int:
+        return self.max_in_flight or self.threads * 64
+
 
 @frozen
-class DelayStage:
+class DelaySettings:
     processes: int = field(default=1, validator=_non_negative)
     # Pause republishing while the pending topic's lag is above this; 0 disables.
     max_pending_lag: int = field(default=100_000, validator=_non_negative)
 
 
 @frozen
-class ResultsStage:
+class ResultsSettings:
     processes: int = field(default=1, validator=_non_negative)
     batch_size: int = field(default=500, validator=_positive)
     batch_timeout: float = field(default=1.0, validator=_positive)
@@ -335,13 +338,19 @@ class ResultsStage:
 
 @frozen
 class StagesConfig:
-    ingest: IngestStage = IngestStage()
-    download: DownloadStage = DownloadStage()
-    delay: DelayStage = DelayStage()
-    results: ResultsStage = ResultsStage()
+    """One section per stage; :mod:`kafkapipe.stages.registry` says what each stage is."""
+
+    ingest: IngestSettings = IngestSettings()
+    download: DownloadSettings = DownloadSettings()
+    delay: DelaySettings = DelaySettings()
+    results: ResultsSettings = ResultsSettings()
 
     def processes(self, stage: str) -> int:
         return getattr(self, stage).processes
+
+
+# The stage names, in pipeline order: the sections of [stages] (docs/architecture.md, "Adding a stage").
+STAGES: tuple[str, ...] = tuple(a.name for a in attrs.fields(StagesConfig))
 
 
 DEFAULT_FILE_TYPES = ["pdf", "jpg", "png", "gif", "tiff", "heic", "docx", "xlsx", "doc", "xls", "txt", "zip", "esx"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from kafkapipe.auth.credentials import SecretSource, credential_from_config
 from kafkapipe.config import STAGES, Config
 from kafkapipe.errors import AuthError, ConfigError
+from kafkapipe.stages.registry import SPECS
 
 Check = Callable[[Config], list[str]]
 
@@ -29,7 +30,7 @@ def preflight(config: Config, stages: Iterable[str] = STAGES, *, ports: bool = T
     """
     checks: list[Check] = [_kafka]
     for stage in stages:
-        checks += [check for check in STAGE_CHECKS.get(stage, ()) if check not in checks]
+        checks += [CHECKS[need] for need in SPECS[stage].needs if CHECKS[need] not in checks]
     if ports:
         checks.append(_metrics_port)
     checks.append(_metrics_dir)
@@ -128,5 +129,5 @@ def writable_dir(key: str, path: str) -> list[str]:
     return []
 
 
-# What each stage needs of the host beyond Kafka.
-STAGE_CHECKS: dict[str, tuple[Check, ...]] = {"download": (storage, download), "results": (inventory,)}
+# What a stage's spec may name in ``needs`` (kafkapipe.stages.registry).
+CHECKS: dict[str, Check] = {"storage": storage, "download": download, "inventory": inventory}

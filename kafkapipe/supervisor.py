@@ -41,6 +41,7 @@ from kafkapipe.errors import ConfigError
 from kafkapipe.kafka.topiccheck import BrokerUnreachable, check_topics
 from kafkapipe.preflight import check_or_raise
 from kafkapipe.sdnotify import Notifier
+from kafkapipe.stages.registry import SCALED
 from kafkapipe.supervision.child import load_libc, worker_process
 from kafkapipe.supervision.fds import close_fd
 from kafkapipe.supervision.metricsdir import MetricsDir
@@ -86,7 +87,7 @@ class Supervisor:
         self.pending_restarts: collections.Counter[str] = collections.Counter()
         self.generation = 0
         self.age = 0
-        self.download_delta = 0
+        self.scale_delta: collections.Counter[str] = collections.Counter()  # TTIN/TTOU per stage
         self.restarts = 0
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._wake_r = self._wake_w = -1
@@ -293,12 +294,12 @@ class Supervisor:
         self.reload()
 
     def handle_ttin(self) -> None:
-        """One more download worker."""
-        self._scale_download(+1)
+        """One more worker of each stage that scales (the registry's ``scales``: download)."""
+        self._scale(+1)
 
     def handle_ttou(self) -> None:
-        """One download worker fewer (never below one)."""
-        self._scale_download(-1)
+        """One worker fewer of each stage that scales (never below one)."""
+        self._scale(-1)
 
     # ---------------------------------------------------------------------------- targets
     @staticmethod
@@ -307,20 +308,21 @@ class Supervisor:
 
     def _target(self, stage: str) -> int:
         target = self._configured(self.config, stage)
-        if stage == "download":
-            target = max(0, target + self.download_delta)
+        if stage in SCALED:
+            target = max(0, target + self.scale_delta[stage])
         return target
 
-    def _scale_download(self, step: int) -> None:
-        if "download" not in self.stages:
-            log.warning("not running the download stage: ignoring the scaling signal")
-            return
-        current = self._target("download")
-        if step < 0 and current <= 1:
-            log.info("download stage already at %d process(es): not scaling down", current)
-            return
-        self.download_delta += step
-        log.info("download stage: %d -> %d process(es)", current, self._target("download"))
+    def _scale(self, step: int) -> None:
+        scaled = [stage for stage in SCALED if stage in self.stages]
+        if not scaled:
+            log.warning("not running a stage that scales (%s): ignoring the scaling signal", ", ".join(SCALED))
+        for stage in scaled:
+            current = self._target(stage)
+            if step < 0 and current <= 1:
+                log.info("%s stage already at %d process(es): not scaling down", stage, current)
+                continue
+            self.scale_delta[stage] += step
+            log.info("%s stage: %d -> %d process(es)", stage, current, self._target(stage))
 
     def reload(self) -> None:
         assert self._m is not None
@@ -376,9 +378,10 @@ class Supervisor:
                 log.warning("metrics.%s changed: it takes effect at the next start", key)
         for policy in self.policies.values():
             policy.configure(new.supervisor)
-        if self.download_delta:
-            log.info("reload resets the TTIN/TTOU adjustment of the download stage")
-        self.download_delta = 0
+        adjusted = [stage for stage in SCALED if self.scale_delta[stage]]
+        if adjusted:
+            log.info("reload resets the TTIN/TTOU adjustment of %s", ", ".join(adjusted))
+        self.scale_delta.clear()
 
     # ---------------------------------------------------------------------------- workers
     def manage_workers(self) -> None:

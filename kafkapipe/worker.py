@@ -63,7 +63,7 @@ def run_worker(config: Config, stage: str, control: WorkerControl) -> int:
         log.error("unknown stage %r (expected one of %s)", stage, ", ".join(STAGES))
         return EXIT_CONFIG
     from kafkapipe.inventory import SchemaMismatch
-    from kafkapipe.stages import build_stage
+    from kafkapipe.stages.building import build_stage
 
     try:
         runner = build_stage(config, stage, control)

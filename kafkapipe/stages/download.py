@@ -32,6 +32,7 @@ from kafkapipe.security.tasks import check_task
 from kafkapipe.stages import circuitwaits
 from kafkapipe.stages.donework import DoneWork, StoredInStorage
 from kafkapipe.stages.outcomes import Outcomes, raw_dead_letter
+from kafkapipe.stages.registry import SPECS
 from kafkapipe.storage import open_storage
 from kafkapipe.storage.base import BlobWriter
 
@@ -49,9 +50,9 @@ class DownloadStage:
     batch_timeout = 0.5
 
     def __init__(self, config: Config) -> None:
-        settings = config.stages.download
-        self.topics = [config.topics.pending]
-        self.max_in_flight = settings.max_in_flight or settings.threads * 64
+        spec = SPECS[self.name]
+        self.topics = spec.topics(config)
+        self.max_in_flight = spec.max_in_flight(config)
         self.max_batch = self.max_in_flight
         self.storage = open_storage(config)
         # Twice the longest a download may take: no live writer can own what is older.
@@ -66,7 +67,7 @@ class DownloadStage:
         self.max_circuit_waits = config.download.max_circuit_waits
         self.max_circuit_wait = config.download.max_circuit_wait
         self.done_work: DoneWork = StoredInStorage(self.storage)
-        self.pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="download")
+        self.pool = ThreadPoolExecutor(config.stages.download.threads, thread_name_prefix="download")
 
     def handle(self, messages: list[Message], complete: Complete) -> None:
         for msg in messages:
