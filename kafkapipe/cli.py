@@ -71,9 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    if argv[:1] == ["supervisor"]:
-        # Before build_parser(): the dlq subcommand imports kafkapipe.metrics, and the
-        # supervisor must set PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported.
+    if argv[:1] == ["supervisor"]:  # its own parser: the same options as bin/kafkapipe-supervisor
         from kafkapipe.supervisor import main as supervisor_main
 
         return supervisor_main(argv[1:])

@@ -34,8 +34,8 @@ from collections.abc import Callable
 
 import attrs
 
+from kafkapipe import metrics
 from kafkapipe.errors import CircuitOpenError
-from kafkapipe.metrics import CIRCUIT_STATE
 
 
 class CircuitState(enum.IntEnum):
@@ -170,7 +170,7 @@ class CircuitBreaker:
         if state is CircuitState.CLOSED:
             _remove_series(self.host)
         else:
-            CIRCUIT_STATE.labels(host=self.host).set(int(state))
+            metrics.CIRCUIT_STATE.labels(host=self.host).set(int(state))
 
     def _rejected(self, remaining: float) -> CircuitOpenError:
         name = self.host or "host"
@@ -182,7 +182,7 @@ class CircuitBreaker:
 
 def _remove_series(host: str) -> None:
     try:
-        CIRCUIT_STATE.remove(host)
+        metrics.CIRCUIT_STATE.remove(host)
     except KeyError:  # never had a series: it was never open
         pass
 

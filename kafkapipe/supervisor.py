@@ -13,10 +13,8 @@ crash-loop detection (``restarts``), scaling and rolling-reload plans
 (``planning``), stage counts and the systemd status line (``status``), the
 child side of the fork (``child``) and the metrics directory (``metricsdir``).
 
-Prometheus multiprocess mode is fixed when prometheus_client is imported, so
-this module imports :mod:`kafkapipe.metrics` only after
-:meth:`MetricsDir.prepare` has set ``PROMETHEUS_MULTIPROC_DIR``; none of the
-modules imported at the top imports prometheus_client.
+:meth:`MetricsDir.prepare` chooses the metrics directory before any metric is used
+(:mod:`kafkapipe.metrics`), so the workers it forks write multiprocess metrics.
 """
 
 from __future__ import annotations
@@ -32,13 +30,14 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from kafkapipe import log as klog
+from kafkapipe import metrics
 from kafkapipe.config import STAGES, Config, load, parse_stages
 from kafkapipe.errors import ConfigError
 from kafkapipe.kafka.topiccheck import BrokerUnreachable, check_topics
+from kafkapipe.metrics_server import Health, MetricsServer
 from kafkapipe.preflight import check_or_raise
 from kafkapipe.sdnotify import Notifier
 from kafkapipe.stages.registry import SCALED
@@ -53,8 +52,6 @@ from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 if TYPE_CHECKING:
     import ctypes
-
-    from kafkapipe.metrics_server import Health, MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +89,9 @@ class Supervisor:
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._wake_r = self._wake_w = -1
         self._metrics_dir: MetricsDir | None = None
-        self._m: ModuleType | None = None
         self._server: MetricsServer | None = None
         self._notifier = Notifier()
         self._health: Health | None = None
-        self._health_cls: type[Health] | None = None
         self._state = "starting"
         self._stop: str | None = None  # "graceful" / "quick" once asked to stop
         self._announced_ready = False
@@ -176,12 +171,7 @@ class Supervisor:
 
     def start(self) -> None:
         self._metrics_dir = MetricsDir.choose(self.config.metrics.multiproc_dir, os.environ)
-        self._metrics_dir.prepare()  # sets PROMETHEUS_MULTIPROC_DIR: prometheus_client may be imported now
-        from kafkapipe import metrics
-        from kafkapipe.metrics_server import Health, MetricsServer
-
-        self._m = metrics
-        self._health_cls = Health
+        self._metrics_dir.prepare()  # before the first metric: the workers inherit multiprocess mode
         self._health = Health()
         self._server = MetricsServer(self.config.metrics.bind, lambda: self._health, self._metrics_dir.path)
         self._server.start()
@@ -325,20 +315,19 @@ class Supervisor:
             log.info("%s stage: %d -> %d process(es)", stage, current, self._target(stage))
 
     def reload(self) -> None:
-        assert self._m is not None
         try:
             new = load(self.config_path)
             self._check(new, ports=False)
             self._check_topic_change(new)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running workers: %s", exc)
-            self._m.RELOADS.labels("rejected").inc()
+            metrics.RELOADS.labels("rejected").inc()
             self._notifier.status(f"reload rejected, keeping the running workers: {exc}")
             return
         self._apply_config(new)
         self.generation += 1
         self._reloading = True
-        self._m.RELOADS.labels("applied").inc()
+        metrics.RELOADS.labels("applied").inc()
         self._notifier.reloading(status="reloading: replacing workers one at a time")
         log.info(
             "configuration reloaded (generation %d): replacing workers one at a time; targets %s",
@@ -432,11 +421,10 @@ class Supervisor:
 
     def _count_restart(self, stage: str) -> None:
         """A worker spawned to replace one that failed is a restart."""
-        assert self._m is not None
         if self.pending_restarts[stage] > 0:
             self.pending_restarts[stage] -= 1
             self.restarts += 1
-            self._m.WORKER_RESTARTS.labels(stage).inc()
+            metrics.WORKER_RESTARTS.labels(stage).inc()
 
     def _leave_supervisor(self, slot: WorkerSlot) -> None:
         """In a freshly forked worker: drop the supervisor's signal handling and close what it holds open."""
@@ -522,14 +510,13 @@ class Supervisor:
                 self._on_exit(slot, status)
 
     def _on_exit(self, slot: WorkerSlot, status: int) -> None:
-        assert self._m is not None
         now = time.monotonic()
         if not slot.retiring:
             self._note_ready(slot, now)  # it may have become ready since the last look
         self._log_crash_report(slot)
         code = os.waitstatus_to_exitcode(status)
         cause = slot.exit_cause(code)
-        self._m.WORKER_EXITS.labels(slot.stage, cause).inc()
+        metrics.WORKER_EXITS.labels(slot.stage, cause).inc()
         how = f"exited with status {code}" if code >= 0 else f"was killed by {_signame(-code)}"
         if cause == "stopped":
             level = logging.INFO if code == 0 else logging.WARNING
@@ -662,17 +649,16 @@ class Supervisor:
             self._state = "running"
 
     def _export_health(self, counts: dict[str, StageCount], alive: bool, ready: bool) -> None:
-        assert self._m is not None and self._health_cls is not None
         for stage, c in counts.items():
-            self._m.WORKERS.labels(stage, "expected").set(c.expected)
-            self._m.WORKERS.labels(stage, "alive").set(c.alive)
-            self._m.WORKERS.labels(stage, "ready").set(c.ready)
+            metrics.WORKERS.labels(stage, "expected").set(c.expected)
+            metrics.WORKERS.labels(stage, "alive").set(c.alive)
+            metrics.WORKERS.labels(stage, "ready").set(c.ready)
         detail = {
             stage: {"expected": c.expected, "alive": c.alive, "ready": c.ready, "pids": list(c.pids)}
             for stage, c in counts.items()
         }
         stopping = self._stop is not None
-        self._health = self._health_cls(
+        self._health = Health(
             alive=alive and not stopping, ready=ready and not stopping, state=self._state, detail=detail
         )
 
