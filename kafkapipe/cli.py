@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from kafkapipe import config as configmod
 from kafkapipe.errors import ConfigError
+from kafkapipe.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from kafkapipe.log import mask_secrets
 from kafkapipe.printable import json_text, printable
-from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 
 def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -10,8 +10,8 @@ from typing import TextIO
 
 from kafkapipe.config import Config
 from kafkapipe.errors import ConfigError
+from kafkapipe.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from kafkapipe.inventory import Inventory, InventoryUnavailable, open_inventory
-from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 
 def add_parser(sub: argparse._SubParsersAction, with_config: Callable) -> None:

@@ -23,8 +23,9 @@ import attrs
 import cattrs
 from attrs import field, frozen
 
-from kafkapipe.errors import ConfigError
+from kafkapipe.errors import ConfigError, ValidationError
 from kafkapipe.guarantees import CONSUMER_RULES, PRODUCER_RULES, Rule, violations
+from kafkapipe.hostnames import normalize_host
 
 ENV_PREFIX = "KAFKAPIPE_"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
@@ -357,9 +358,6 @@ DEFAULT_FILE_TYPES = ["pdf", "jpg", "png", "gif", "tiff", "heic", "docx", "xlsx"
 
 
 def _host_names(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
-    from kafkapipe.errors import ValidationError
-    from kafkapipe.security.urls import normalize_host  # late: security.urls imports this module
-
     for item in value:
         suffix = attribute.name == "allowed_host_suffixes"
         try:

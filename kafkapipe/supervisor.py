@@ -36,6 +36,7 @@ from kafkapipe import log as klog
 from kafkapipe import metrics
 from kafkapipe.config import STAGES, Config, load, parse_stages
 from kafkapipe.errors import ConfigError
+from kafkapipe.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from kafkapipe.kafka.topiccheck import BrokerUnreachable, check_topics
 from kafkapipe.metrics_server import Health, MetricsServer
 from kafkapipe.preflight import check_or_raise
@@ -48,7 +49,6 @@ from kafkapipe.supervision.planning import plan_stage
 from kafkapipe.supervision.restarts import ExitKind, RestartPolicy, classify_exit
 from kafkapipe.supervision.slot import Heartbeat, WorkerSlot
 from kafkapipe.supervision.status import StageCount, status_line
-from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 if TYPE_CHECKING:
     import ctypes

@@ -18,14 +18,12 @@ from collections.abc import Callable
 import attrs
 
 from kafkapipe.config import STAGES, Config
+from kafkapipe.exitcodes import EXIT_BOOT_ERROR, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 log = logging.getLogger(__name__)
 
-# Exit codes the supervisor understands (gunicorn's convention for boot failures).
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-EXIT_BOOT_ERROR = 3
+# Re-exported: many callers read the exit codes from here.
+__all__ = ["EXIT_BOOT_ERROR", "EXIT_CONFIG", "EXIT_FAILURE", "EXIT_OK", "WorkerControl", "run_worker"]
 
 
 def _noop() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import requests
 
-from kafkapipe.download.classify import parse_retry_after
+from kafkapipe.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)
 

@@ -9,15 +9,14 @@ from kafkapipe.config import Config
 from kafkapipe.kafka.clients import group_id, make_consumer, make_producer
 from kafkapipe.kafka.errors import ClientErrors
 from kafkapipe.kafka.limits import max_message_bytes
-from kafkapipe.kafka.loop import ConsumeLoop
+from kafkapipe.kafka.loop import ConsumeLoop, LoopControl
 from kafkapipe.stages.registry import SPECS, StageSpec
-from kafkapipe.worker import WorkerControl
 
 # Leave the supervisor a margin between our drain deadline and its KILL.
 DRAIN_MARGIN = 2.0
 
 
-def build_stage(config: Config, name: str, control: WorkerControl) -> ConsumeLoop:
+def build_stage(config: Config, name: str, control: LoopControl) -> ConsumeLoop:
     """Create the stage and its Kafka clients (in this process: clients must not cross a fork)."""
     return build_from_spec(config, SPECS[name], control)
 
@@ -25,7 +24,7 @@ def build_stage(config: Config, name: str, control: WorkerControl) -> ConsumeLoo
 def build_from_spec(
     config: Config,
     spec: StageSpec,
-    control: WorkerControl,
+    control: LoopControl,
     *,
     consumer: Any = None,
     producer: Any = None,

@@ -47,7 +47,6 @@ from kafkapipe.auth.credentials import (
     is_token_credential,
 )
 from kafkapipe.config import MAX_BLOCK_SIZE, MAX_BLOCKS, AzureBlobConfig
-from kafkapipe.download.classify import parse_retry_after
 from kafkapipe.errors import (
     AuthError,
     ConfigError,
@@ -60,6 +59,7 @@ from kafkapipe.errors import (
 from kafkapipe.log import redact_url
 from kafkapipe.paths import check_relative, stored_path
 from kafkapipe.resilience import backoff
+from kafkapipe.retry_after import parse_retry_after
 from kafkapipe.storage.base import BlobWriter, Storage, StoredBlob
 
 logger = logging.getLogger(__name__)

@@ -83,9 +83,9 @@ def test_the_import_graph_has_no_cycle():
         state[node] = 1
         for target in sorted(edges.get(node, ())):
             if state.get(target) == 1:
-                cycles.append(path[path.index(target):] + [target])
+                cycles.append([*path[path.index(target):], target])
             elif target not in state:
-                walk(target, path + [target])
+                walk(target, [*path, target])
         state[node] = 2
 
     for module in sorted(edges):
