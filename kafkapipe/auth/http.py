@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 import requests
 
+from kafkapipe.backoff import exponential
 from kafkapipe.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class IdentityRetry:
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry ``attempt`` (1 = the first retry); Retry-After when longer."""
-        backoff = min(self.first_delay * 2 ** (attempt - 1), self.max_delay)
+        backoff = exponential(attempt - 1, self.first_delay, self.max_delay)
         return max(backoff, min(retry_after, self.max_delay)) if retry_after is not None else backoff
 
 

@@ -46,6 +46,7 @@ from kafkapipe.auth.credentials import (
     credential_from_config,
     is_token_credential,
 )
+from kafkapipe.backoff import backoff
 from kafkapipe.config import MAX_BLOCK_SIZE, MAX_BLOCKS, AzureBlobConfig
 from kafkapipe.errors import (
     AuthError,
@@ -58,7 +59,6 @@ from kafkapipe.errors import (
 )
 from kafkapipe.log import redact_url
 from kafkapipe.paths import check_relative, stored_path
-from kafkapipe.resilience import backoff
 from kafkapipe.retry_after import parse_retry_after
 from kafkapipe.storage.base import BlobWriter, Storage, StoredBlob
 
