@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -18,40 +17,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from confluent_kafka import Consumer, Producer, TopicPartition
 from kafkahelpers import create_topics, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {type(value).__name__}")
-
-
-def toml_key(key: str) -> str:
-    """Bare keys as they are; librdkafka's dotted names quoted."""
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def to_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """Enough TOML for test configs: scalars, lists, nested tables."""
-    scalars = [f"{toml_key(k)} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    out = []
-    if prefix and (scalars or not any(isinstance(v, dict) for v in data.values())):
-        out.append(f"[{prefix}]")
-    out.extend(scalars)
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.append(to_toml(value, f"{prefix}.{key}" if prefix else key))
-    return "\n".join(out) + "\n"
+def to_toml(data: dict[str, Any]) -> str:
+    return tomli_w.dumps(data)
 
 
 def deep_merge(base: dict, over: dict) -> dict:

@@ -18,7 +18,6 @@ from kafkapipe.retry_after import parse_retry_after  # re-exported: callers of t
 
 SUCCESS_STATUSES = frozenset({200, 203})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-PERMANENT_STATUSES = frozenset({400, 403, 404, 410})
 TRANSIENT_STATUSES = frozenset({408, 429})
 
 
