@@ -91,7 +91,7 @@ class Supervisor:
         self._metrics_dir: MetricsDir | None = None
         self._server: MetricsServer | None = None
         self._notifier = Notifier()
-        self._health: Health | None = None
+        self._health = Health()
         self._state = "starting"
         self._stop: str | None = None  # "graceful" / "quick" once asked to stop
         self._announced_ready = False
@@ -172,7 +172,6 @@ class Supervisor:
     def start(self) -> None:
         self._metrics_dir = MetricsDir.choose(self.config.metrics.multiproc_dir, os.environ)
         self._metrics_dir.prepare()  # before the first metric: the workers inherit multiprocess mode
-        self._health = Health()
         self._server = MetricsServer(self.config.metrics.bind, lambda: self._health, self._metrics_dir.path)
         self._server.start()
         self._libc = load_libc()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from kafkapipe.auth.cache import TokenCache
 from kafkapipe.auth.credentials import Credential, credential_from_config, is_token_credential
@@ -34,7 +35,7 @@ def make_oauth_cb(oauth: OAuthConfig, *, credential: Credential | None = None) -
         refuse(oauth.problems(WHERE))
         built = credential_from_config(settings, f"{WHERE}.credential")
         assert is_token_credential(built)
-        credential = built  # type: ignore[assignment]
+        credential = cast(Credential, built)
     refuse(oauth.scope_problems(WHERE, credential.kind))
     cache = TokenCache(credential, oauth.scope, refresh_margin=settings.refresh_margin)
     principal = (
