@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from kafkapipe.auth.credentials import SecretSource, credential_from_config
-from kafkapipe.config import STAGES, Config
+from kafkapipe.config import STAGES, Config, CredentialConfig
 from kafkapipe.errors import AuthError, ConfigError
 from kafkapipe.stages.registry import SPECS
 
@@ -44,9 +44,10 @@ def check_or_raise(config: Config, stages: Iterable[str] = STAGES, *, ports: boo
         raise ConfigError(f"{config.source}: not ready on this host: " + "; ".join(found))
 
 
-def _credential(config: object, where: str) -> list[str]:
+def _credential(config: CredentialConfig, where: str) -> list[str]:
+    """Building a credential reads its secret or certificate and decodes keys: no request is made."""
     try:
-        credential_from_config(config, where)  # type: ignore[arg-type]
+        credential_from_config(config, where)
     except ConfigError as exc:
         return [str(exc)]
     return []

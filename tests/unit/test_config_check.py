@@ -24,6 +24,8 @@ def test_config_check_masks_credentials_wherever_they_sit(tmp_path):
         '[download]\n'
         'user_agent = "kafkapipe/1 x-api-key: CANARY-HDR"\n'
         'allowed_hosts = ["files.example.com"]\n'
+        '[metrics]\nbind = "127.0.0.1:0"\n'  # config check also checks the port is free
+        f'[storage]\nroot = "{tmp_path}/store"\n'
     )
     proc = subprocess.run(
         [sys.executable, "-m", "kafkapipe.cli", "config", "check", "--config", str(config)],
