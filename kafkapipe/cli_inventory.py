@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import TextIO
 
 from kafkapipe.config import Config
-from kafkapipe.errors import ConfigError
-from kafkapipe.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+from kafkapipe.exitcodes import EXIT_FAILURE, EXIT_OK
 from kafkapipe.inventory import Inventory, InventoryUnavailable, open_inventory
 
 
@@ -35,9 +34,6 @@ def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> i
             return ACTIONS[args.action](args, config, inventory, out)
         finally:
             inventory.close()
-    except ConfigError as exc:
-        print(f"kafkapipe: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
     except InventoryUnavailable as exc:
         print(f"kafkapipe: inventory unavailable: {exc}", file=sys.stderr)
         return EXIT_FAILURE
