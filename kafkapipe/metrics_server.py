@@ -97,7 +97,7 @@ class _Loop:
                 elif sock is self._wake_r:
                     self._wake_r.recv(64)
                 elif sock in self.conns:
-                    self._serve(self.conns[sock], mask)  # type: ignore[index]
+                    self._serve(self.conns[sock], mask)
             self._expire(time.monotonic())
         for conn in list(self.conns.values()):
             self._close(conn)

@@ -264,6 +264,7 @@ class ServicePrincipalCredential:
             secret = self._secret.read()
             self._known = (secret,)
             return secret
+        assert self._certificate is not None  # __init__ takes exactly one of secret and certificate
         credential = self._certificate.load()
         self._known = (credential["private_key"],)
         return credential
@@ -340,6 +341,7 @@ class WorkloadIdentityCredential(ServicePrincipalCredential):
         return {"client_assertion": self._assertion}
 
     def _assertion(self) -> str:
+        assert self._secret is not None  # the federated token file, always given
         assertion = self._secret.read()
         self._known = (assertion,)
         return assertion

@@ -30,7 +30,9 @@ class TimeoutSession(requests.Session):
         super().__init__()
         self._timeout = timeout
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+    def request(  # type: ignore[override]  # same call, fewer declared parameters
+        self, method: str, url: str, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
         return super().request(method, url, *args, **kwargs)
 
@@ -74,7 +76,9 @@ class RetryingSession(TimeoutSession):
         self._sleep = sleep
         self._clock = clock
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+    def request(  # type: ignore[override]  # same call, fewer declared parameters
+        self, method: str, url: str, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         deadline = self._clock() + self.policy.budget
         attempt = 0
         while True:

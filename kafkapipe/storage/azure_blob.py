@@ -360,7 +360,7 @@ class AzureBlobStorage(Storage):
             prepared = session.prepare_request(requests.Request(method, full, headers=all_headers, data=data))
             self._auth.apply(prepared)
             # What Session.request would add: HTTPS_PROXY/NO_PROXY, REQUESTS_CA_BUNDLE.
-            settings = session.merge_environment_settings(prepared.url, {}, stream, None, None)
+            settings = session.merge_environment_settings(prepared.url or full, {}, stream, None, None)
             response = session.send(prepared, timeout=self.timeout, allow_redirects=False, **settings)
         except PipelineError as exc:  # the credential failed (already secret-free)
             return exc
