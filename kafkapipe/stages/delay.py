@@ -22,7 +22,7 @@ import time
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from kafkapipe.config import Config
-from kafkapipe.kafka.clients import group_id, header_map, headers, make_consumer
+from kafkapipe.kafka.clients import group_id, header_map, headers, make_consumer, partition_of
 from kafkapipe.kafka.loop import Complete, Defer, Done, Output
 from kafkapipe.messages import SCHEMA_TASK, DownloadTask, InvalidMessage, loads
 from kafkapipe.stages.outcomes import raw_dead_letter
@@ -71,7 +71,7 @@ class DelayStage:
         now = self._clock()
         waiting: set[tuple[str, int]] = set()
         for msg in messages:
-            key = (msg.topic(), msg.partition())
+            key = partition_of(msg)
             if key in waiting:  # rewound with its head; it will be consumed again
                 continue
             try:

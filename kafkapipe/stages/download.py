@@ -23,6 +23,7 @@ from kafkapipe import metrics
 from kafkapipe.config import Config
 from kafkapipe.download.fetch import Fetcher
 from kafkapipe.errors import CircuitOpenError, ErrorCategory, PipelineError, ValidationError, category_of
+from kafkapipe.kafka.clients import partition_of
 from kafkapipe.kafka.loop import Again, Complete, Done, Output, Release, Verdict
 from kafkapipe.log import context, redact_url
 from kafkapipe.messages import DownloadTask, ErrorInfo, InvalidMessage, loads
@@ -71,7 +72,7 @@ class DownloadStage:
 
     def handle(self, messages: list[Message], complete: Complete) -> None:
         for msg in messages:
-            self.pool.submit(self._run, msg, complete, self._revocations.get((msg.topic(), msg.partition()), 0))
+            self.pool.submit(self._run, msg, complete, self._revocations.get(partition_of(msg), 0))
 
     def revoked(self, keys: list[tuple[str, int]]) -> None:
         """Called by the loop when partitions go: their tasks still queued will not be downloaded."""
@@ -79,7 +80,7 @@ class DownloadStage:
             self._revocations[key] = self._revocations.get(key, 0) + 1
 
     def _run(self, msg: Message, complete: Complete, revocations: int = 0) -> None:
-        if self._revocations.get((msg.topic(), msg.partition()), 0) != revocations:
+        if self._revocations.get(partition_of(msg), 0) != revocations:
             complete(msg, Release())  # queued before its partition was revoked: the next owner does it
             return
         try:

@@ -31,7 +31,7 @@ import secrets
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, quote, urlsplit
 from xml.sax.saxutils import escape
 
@@ -203,7 +203,8 @@ class _SharedKeyAuth(_Auth):
         self.account = account
 
     def apply(self, request: requests.PreparedRequest) -> None:
-        text = string_to_sign(self.account, request.method or "GET", request.url or "", request.headers)
+        headers = cast(Mapping[str, str], request.headers)  # every value set here is a str
+        text = string_to_sign(self.account, request.method or "GET", request.url or "", headers)
         signature = shared_key_signature(self.credential.key(), text)
         request.headers["Authorization"] = f"SharedKey {self.account}:{signature}"
 
