@@ -2,7 +2,7 @@
 
 Every failure in the pipeline ends up as one :class:`ErrorCategory`; the
 category, not the exception class, decides where a task goes next
-(CONTRACT §3). Exception messages must never contain secrets or full
+(docs/contract.md, "What each failure gets"). Exception messages must never contain secrets or full
 presigned URLs: build them with :func:`kafkapipe.log.redact_url`.
 """
 

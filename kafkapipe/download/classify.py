@@ -1,4 +1,4 @@
-"""HTTP statuses and client exceptions → categorised pipeline errors (CONTRACT §3).
+"""HTTP statuses and client exceptions → categorised pipeline errors (docs/contract.md, "What each failure gets").
 
 Kept apart from the client so the stages, the CLI and tests share one mapping.
 Messages are short and never contain a URL: exception texts from urllib3 are
