@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from kafkapipe import config as configmod
 from kafkapipe.cli_defaults import CONFIG_HELP, config_path, version
 from kafkapipe.errors import ConfigError
+from kafkapipe.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from kafkapipe.log import mask_secrets
 from kafkapipe.printable import json_text, printable
-from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 
 def _with_config(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     url_check.add_argument("urls", nargs="+", metavar="URL")
 
     cfg = sub.add_parser("config", help="configuration")
-    _with_config(cfg.add_subparsers(dest="action", required=True).add_parser("check"))
+    check = _with_config(cfg.add_subparsers(dest="action", required=True).add_parser("check"))
+    check.add_argument("--stages", default="", metavar="A,B", help="check only what these stages need")
+    check.add_argument("--reload", action="store_true",
+                       help="before a reload: skip the metrics port, which the running supervisor holds")
 
     from kafkapipe import cli_inventory
 
@@ -75,10 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["supervisor"]:
-        # Before build_parser(): the dlq subcommand imports kafkapipe.metrics, and the
-        # supervisor must set PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported.
+    """The one place a ConfigError becomes exit status 2 (docs/contract.md, "Exit codes")."""
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except ConfigError as exc:
+        print(f"kafkapipe: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _main(argv: list[str]) -> int:
+    if argv[:1] == ["supervisor"]:  # its own parser: the same options as bin/kafkapipe-supervisor
         from kafkapipe.supervisor import main as supervisor_main
 
         return supervisor_main(argv[1:])
@@ -100,9 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = COMMANDS[args.command](args, config)
         sys.stdout.flush()
         return code
-    except ConfigError as exc:
-        print(f"kafkapipe: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
     except BrokenPipeError:
         # The reader went away (`| head`): no traceback, and none at exit either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -159,6 +165,12 @@ def cmd_url_check(args: argparse.Namespace, config: configmod.Config) -> int:
 
 
 def cmd_config(args: argparse.Namespace, config: configmod.Config) -> int:
+    from kafkapipe.preflight import check_or_raise
+
+    check_or_raise(config, configmod.parse_stages(args.stages) or configmod.STAGES, ports=not args.reload)
+    if args.reload:  # run by ExecReload: one line in the journal, not the whole configuration
+        print(f"{printable(str(config.source))}: configuration OK")
+        return EXIT_OK
     # Masked by name (config.to_display) and then by content: a SAS in account_url, a key anywhere.
     # Only JSON on stdout, so `config check | jq` works.
     print(f"# effective configuration from {printable(str(config.source))} (secrets masked)", file=sys.stderr)

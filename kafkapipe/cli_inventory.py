@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import TextIO
 
 from kafkapipe.config import Config
-from kafkapipe.errors import ConfigError
+from kafkapipe.exitcodes import EXIT_FAILURE, EXIT_OK
 from kafkapipe.inventory import Inventory, InventoryUnavailable, open_inventory
 from kafkapipe.printable import printable
-from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 
 def add_parser(sub: argparse._SubParsersAction, with_config: Callable) -> None:
@@ -39,9 +38,6 @@ def run(args: argparse.Namespace, config: Config, out: TextIO = sys.stdout) -> i
             return ACTIONS[args.action](args, config, inventory, out)
         finally:
             inventory.close()
-    except ConfigError as exc:
-        print(f"kafkapipe: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
     except InventoryUnavailable as exc:
         print(f"kafkapipe: inventory unavailable: {exc}", file=sys.stderr)
         return EXIT_FAILURE

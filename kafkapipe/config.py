@@ -14,20 +14,36 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import cattrs
 from attrs import field, frozen
 
-from kafkapipe.errors import ConfigError
+from kafkapipe.errors import ConfigError, ValidationError
 from kafkapipe.guarantees import CONSUMER_RULES, PRODUCER_RULES, Rule, violations
+from kafkapipe.hostnames import normalize_host
 
 ENV_PREFIX = "KAFKAPIPE_"
-STAGES = ("ingest", "download", "delay", "results")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_stages(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"ingest,download"`` → ("ingest", "download"); None/empty → None (all). Raises ConfigError."""
+    if not text:
+        return None
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
+    unknown = [name for name in names if name not in STAGES]
+    if unknown:
+        raise ConfigError(
+            f"--stages: unknown stage(s) {', '.join(unknown)}; expected some of {', '.join(STAGES)}"
+        )
+    return names or None
 
 
 def parse_duration(text: str) -> float:
@@ -97,6 +113,16 @@ CREDENTIAL_KINDS = {
     "storage": ("shared_key", "sas", "service_principal", "managed_identity", "workload_identity", "azure_cli"),
     "kafka": ("service_principal", "managed_identity", "workload_identity", "azure_cli", "unsecured_jwt"),
 }
+CREDENTIAL_TARGETS = {"storage": "Azure storage", "kafka": "Kafka"}
+
+
+def one_source(where: str, name: str, env: str, path: str) -> list[str]:
+    """A secret comes from exactly one of ``<name>_env`` and ``<name>_file``."""
+    if env and path:
+        return [f"{where}: set only one of {name}_env and {name}_file"]
+    if not env and not path:
+        return [f"{where}: {name}_env or {name}_file is required"]
+    return []
 
 
 @frozen
@@ -132,11 +158,58 @@ class CredentialConfig:
     token_lifetime: float = field(default=3600.0, validator=_positive)
     refresh_margin: float = field(default=300.0, validator=_non_negative)
 
+    def problems(self, where: str, use: str | None = None) -> list[str]:
+        """What keeps this credential from being built, each naming its key under ``where``.
+
+        ``use`` (a key of :data:`CREDENTIAL_KINDS`) also refuses a kind that use cannot take.
+        Workload identity's keys may come from the pod's environment: checked by the factory.
+        """
+        if use is not None and self.kind not in CREDENTIAL_KINDS[use]:
+            return [
+                f"{where}.kind: {self.kind} cannot authenticate to {CREDENTIAL_TARGETS[use]}; use "
+                f"{', '.join(CREDENTIAL_KINDS[use])}"
+            ]
+        if self.kind == "service_principal":
+            return self._service_principal_problems(where)
+        if self.kind == "shared_key":
+            return one_source(where, "account_key", self.account_key_env, self.account_key_file)
+        if self.kind == "sas":
+            return one_source(where, "sas_token", self.sas_token_env, self.sas_token_file)
+        if self.kind == "unsecured_jwt" and not self.principal:
+            return [f"{where}.principal: needed for kind unsecured_jwt"]
+        return []
+
+    def _service_principal_problems(self, where: str) -> list[str]:
+        missing = [name for name in ("tenant_id", "client_id") if not getattr(self, name)]
+        if missing:
+            return [f"{where}: kind service_principal needs {' and '.join(missing)}"]
+        has_secret = bool(self.client_secret_env or self.client_secret_file)
+        if has_secret and self.certificate_file:
+            return [f"{where}: set a client secret or a certificate_file, not both"]
+        if not has_secret and not self.certificate_file:
+            return [f"{where}: kind service_principal needs client_secret_env, client_secret_file or certificate_file"]
+        if has_secret:
+            return one_source(where, "client_secret", self.client_secret_env, self.client_secret_file)
+        return []
+
 
 @frozen
 class OAuthConfig:
     scope: str = ""
     credential: CredentialConfig = CredentialConfig()
+
+    def problems(self, where: str) -> list[str]:
+        return self.credential.problems(f"{where}.credential", "kafka") or self.scope_problems(
+            where, self.credential.kind
+        )
+
+    def scope_problems(self, where: str, kind: str) -> list[str]:
+        if self.scope or kind == "unsecured_jwt":
+            return []
+        return [
+            f"{where}.scope: required for kind {kind} (Event Hubs: https://<namespace>.servicebus.windows.net/.default)"
+        ]
+
 
 
 # Event Hubs' Kafka endpoints in the public, China and US Government clouds.
@@ -184,6 +257,11 @@ class KafkaConfig:
     producer: dict[str, Any] = field(factory=dict, validator=_guarded(PRODUCER_RULES))
     oauth: OAuthConfig = OAuthConfig()
 
+    def problems(self) -> list[str]:
+        if self.security_protocol.startswith("SASL") and self.sasl_mechanism == "OAUTHBEARER":
+            return self.oauth.problems("kafka.oauth")
+        return []
+
 
 @frozen
 class TopicsConfig:
@@ -227,12 +305,12 @@ class SupervisorConfig:
 
 
 @frozen
-class IngestStage:
+class IngestSettings:
     processes: int = field(default=1, validator=_non_negative)
 
 
 @frozen
-class DownloadStage:
+class DownloadSettings:
     processes: int = field(default=2, validator=_non_negative)
     threads: int = field(default=16, validator=_positive)
     # Tasks per process taken in before partitions are paused; 0 means 64 × threads. A waiting
@@ -243,16 +321,20 @@ class DownloadStage:
     # the legacy pipeline) is reported successful without a request.
     check_inventory: bool = True
 
+    @property
+    def in_flight_bound(self) -> int:
+        return self.max_in_flight or self.threads * 64
+
 
 @frozen
-class DelayStage:
+class DelaySettings:
     processes: int = field(default=1, validator=_non_negative)
     # Pause republishing while the pending topic's lag is above this; 0 disables.
     max_pending_lag: int = field(default=100_000, validator=_non_negative)
 
 
 @frozen
-class ResultsStage:
+class ResultsSettings:
     processes: int = field(default=1, validator=_non_negative)
     batch_size: int = field(default=500, validator=_positive)
     batch_timeout: float = field(default=1.0, validator=_positive)
@@ -260,22 +342,25 @@ class ResultsStage:
 
 @frozen
 class StagesConfig:
-    ingest: IngestStage = IngestStage()
-    download: DownloadStage = DownloadStage()
-    delay: DelayStage = DelayStage()
-    results: ResultsStage = ResultsStage()
+    """One section per stage; :mod:`kafkapipe.stages.registry` says what each stage is."""
+
+    ingest: IngestSettings = IngestSettings()
+    download: DownloadSettings = DownloadSettings()
+    delay: DelaySettings = DelaySettings()
+    results: ResultsSettings = ResultsSettings()
 
     def processes(self, stage: str) -> int:
         return getattr(self, stage).processes
+
+
+# The stage names, in pipeline order: the sections of [stages] (docs/architecture.md, "Adding a stage").
+STAGES: tuple[str, ...] = tuple(a.name for a in attrs.fields(StagesConfig))
 
 
 DEFAULT_FILE_TYPES = ["pdf", "jpg", "png", "gif", "tiff", "heic", "docx", "xlsx", "doc", "xls", "txt", "zip", "esx"]
 
 
 def _host_names(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
-    from kafkapipe.errors import ValidationError
-    from kafkapipe.security.urls import normalize_host  # late: security.urls imports this module
-
     for item in value:
         suffix = attribute.name == "allowed_host_suffixes"
         try:
@@ -346,12 +431,47 @@ class AzureBlobConfig:
     block_size: int = field(default=4 * 1024 * 1024, validator=[_positive, attrs.validators.le(MAX_BLOCK_SIZE)])
     credential: CredentialConfig = CredentialConfig(kind="shared_key")
 
+    def problems(self, where: str = "storage.azure") -> list[str]:
+        split = urlsplit(self.account_url)
+        if not self.account_url:
+            return [f"{where}.account_url: required for backend azure_blob ({ACCOUNT_URL_FORMS})"]
+        if split.scheme not in ("https", "http") or not split.hostname or split.query:
+            return [f"{where}.account_url: must be {ACCOUNT_URL_FORMS}; got {self.account_url!r}"]
+        if not self.container:
+            return [f"{where}.container: required (for OneLake: the workspace name)"]
+        credential = f"{where}.credential"
+        found = self.credential.problems(credential, "storage")
+        if not found and self.credential.kind == "shared_key" and not self.shared_key_account:
+            found = [f"{credential}.account_name: required (cannot be derived from the account_url)"]
+        return found
+
+    @property
+    def shared_key_account(self) -> str:
+        return self.credential.account_name or account_from_url(self.account_url)
+
+
+ACCOUNT_URL_FORMS = (
+    "https://<account>.blob.core.windows.net, https://onelake.blob.fabric.microsoft.com or an Azurite URL"
+)
+
+
+def account_from_url(account_url: str) -> str:
+    """``https://acct.blob.core.windows.net`` → acct; ``http://127.0.0.1:10000/acct`` → acct."""
+    split = urlsplit(account_url)
+    segments = [s for s in split.path.split("/") if s]
+    if segments:
+        return segments[0]
+    return (split.hostname or "").split(".")[0]
+
 
 @frozen
 class StorageConfig:
     backend: str = field(default="local", validator=_one_of("local", "azure_blob"))
     root: str = "var/attachments"
     azure: AzureBlobConfig = AzureBlobConfig()
+
+    def problems(self) -> list[str]:
+        return self.azure.problems("storage.azure") if self.backend == "azure_blob" else []
 
 
 @frozen
@@ -385,6 +505,12 @@ class InventoryConfig:
     path: str = "var/inventory.sqlite3"
     postgresql: PostgresInventoryConfig = PostgresInventoryConfig()
     export: InventoryExportConfig = InventoryExportConfig()
+
+    def problems(self) -> list[str]:
+        if self.backend != "postgresql":
+            return []
+        pg = self.postgresql
+        return one_source("inventory.postgresql", "dsn", pg.dsn_env, pg.dsn_file)
 
 
 def _column_names(instance: Any, attribute: attrs.Attribute, value: str) -> None:
@@ -456,6 +582,21 @@ class Config:
     dlq: DlqToolConfig = DlqToolConfig()
     migrate: MigrateConfig = MigrateConfig()
     source: str = field(default="<defaults>", eq=False)
+
+    def problems(self) -> list[str]:
+        """The rules that span fields or sections; each problem names its key."""
+        return [
+            *self.kafka.problems(),
+            *self.storage.problems(),
+            *self.inventory.problems(),
+            *_blob_capacity_problems(self),
+        ]
+
+    def validate(self) -> None:
+        """ConfigError listing every problem of :meth:`problems`; :func:`load` runs it."""
+        found = self.problems()
+        if found:
+            raise ConfigError(f"{self.source}: invalid configuration: " + "; ".join(found))
 
 
 def _strict_converter() -> cattrs.Converter:
@@ -546,23 +687,25 @@ def from_mapping(data: dict[str, Any], source: str = "<mapping>") -> Config:
         config = _CONVERTER.structure(data, Config)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
         raise ConfigError(_describe(exc, source)) from None
-    _check_blob_capacity(config, source)
-    return attrs.evolve(config, source=source)
+    config = attrs.evolve(config, source=source)
+    config.validate()
+    return config
 
 
-def _check_blob_capacity(config: Config, source: str) -> None:
+def _blob_capacity_problems(config: Config) -> list[str]:
     """A download the stage accepts must fit in one block blob (50,000 blocks of block_size)."""
     if config.storage.backend != "azure_blob":
-        return
+        return []
     block_size = config.storage.azure.block_size
     capacity = block_size * MAX_BLOCKS
-    if config.download.max_bytes > capacity:
-        raise ConfigError(
-            f"{source}: invalid configuration: download.max_bytes ({config.download.max_bytes}) is more than "
-            f"storage.azure.block_size ({block_size}) x {MAX_BLOCKS:,} blocks = {capacity} bytes, the most one "
-            f"blob can hold; raise storage.azure.block_size to at least "
-            f"{-(-config.download.max_bytes // MAX_BLOCKS)} or lower download.max_bytes"
-        )
+    if config.download.max_bytes <= capacity:
+        return []
+    return [
+        f"download.max_bytes ({config.download.max_bytes}) is more than "
+        f"storage.azure.block_size ({block_size}) x {MAX_BLOCKS:,} blocks = {capacity} bytes, the most one "
+        f"blob can hold; raise storage.azure.block_size to at least "
+        f"{-(-config.download.max_bytes // MAX_BLOCKS)} or lower download.max_bytes"
+    ]
 
 
 def load(path: str | os.PathLike[str] | None, environ: dict[str, str] | None = None) -> Config:

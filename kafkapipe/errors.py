@@ -2,7 +2,7 @@
 
 Every failure in the pipeline ends up as one :class:`ErrorCategory`; the
 category, not the exception class, decides where a task goes next
-(CONTRACT §3). Exception messages must never contain secrets or full
+(docs/contract.md, "What each failure gets"). Exception messages must never contain secrets or full
 presigned URLs: build them with :func:`kafkapipe.log.redact_url`.
 """
 
@@ -84,6 +84,12 @@ class StorageUnavailableError(PipelineError):
 
 class ConfigError(Exception):
     """A configuration problem; the message names the key and the file."""
+
+
+def refuse(problems: list[str]) -> None:
+    """ConfigError for the first of ``problems`` (each already names its key); nothing when empty."""
+    if problems:
+        raise ConfigError(problems[0])
 
 
 def category_of(exc: BaseException) -> ErrorCategory:

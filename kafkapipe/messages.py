@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import attrs
 import orjson
@@ -171,6 +171,10 @@ def _first_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+@overload
+def _optional_str(obj: dict[str, Any], name: str, default: str, limit: int = 1024) -> str: ...
+@overload
+def _optional_str(obj: dict[str, Any], name: str, default: None = None, limit: int = 1024) -> str | None: ...
 def _optional_str(obj: dict[str, Any], name: str, default: str | None = None, limit: int = 1024) -> str | None:
     value = obj.get(name, default)
     if value is None:

@@ -1,85 +1,41 @@
-"""Metric definitions, shared by every process.
+"""The pipeline's metrics, and the one place prometheus_client's mode is chosen.
 
-The supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before anything imports
-prometheus_client, so these objects write to per-process files that the
-supervisor's ``/metrics`` aggregates. Gauges use ``live*`` modes so a dead
-worker's values disappear once the supervisor marks it dead. Only metric types
-that multiprocess mode supports belong here: no Info, Enum, Summary quantiles
-or ``set_function``.
-
-Importing this module fixes prometheus_client's mode for the process; the
-supervisor imports it only after preparing the directory.
+prometheus_client fixes single- or multi-process mode when it is imported, by
+``PROMETHEUS_MULTIPROC_DIR``. This module defers that import to the first use of a metric
+(``metrics.MESSAGES_CONSUMED``), so any module may import it at the top: the supervisor
+calls :func:`use_directory` before anything uses a metric, its workers inherit the
+directory, and a process that never calls it (``kafkapipe worker``, the command line, tests)
+gets single-process metrics. Nothing else in kafkapipe imports prometheus_client at import
+time (tests/unit/test_layers.py).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+import sys
+from typing import TYPE_CHECKING, Any
 
-MESSAGES_CONSUMED = Counter(
-    "kafkapipe_messages_consumed_total", "Messages handed to a stage handler", ["stage", "topic"]
-)
-MESSAGES_PRODUCED = Counter(
-    "kafkapipe_messages_produced_total", "Messages acknowledged by the broker", ["stage", "topic"]
-)
-PROCESSING_SECONDS = Histogram(
-    "kafkapipe_processing_seconds",
-    "Time from handler start to outputs acknowledged",
-    ["stage"],
-    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-)
-DOWNLOADS = Counter("kafkapipe_downloads_total", "Download attempts by outcome", ["status", "category"])
-DOWNLOAD_BYTES = Counter("kafkapipe_download_bytes_total", "Bytes stored by successful downloads")
-CONSUMER_LAG = Gauge(
-    "kafkapipe_consumer_lag",
-    "High watermark minus position, per assigned partition",
-    ["stage", "topic", "partition"],
-    multiprocess_mode="livesum",
-)
-IN_FLIGHT = Gauge("kafkapipe_in_flight", "Messages being processed", ["stage"], multiprocess_mode="livesum")
-ASSIGNED_PARTITIONS = Gauge(
-    "kafkapipe_assigned_partitions", "Partitions assigned", ["stage"], multiprocess_mode="livesum"
-)
-CIRCUIT_STATE = Gauge(
-    "kafkapipe_circuit_state", "Per-host circuit: 0 closed, 1 half-open, 2 open", ["host"],
-    multiprocess_mode="livemax",
-)
-RETRIES_ROUTED = Counter(
-    "kafkapipe_retries_routed_total", "Tasks sent to a retry topic", ["topic", "category"]
-)
-DEAD_LETTERS = Counter("kafkapipe_dead_letters_total", "Messages dead-lettered", ["stage", "category"])
-WORKER_RESTARTS = Counter("kafkapipe_worker_restarts_total", "Workers restarted by the supervisor", ["stage"])
-AUTH_PAUSES = Counter("kafkapipe_auth_pauses_total", "Times a stage paused on an auth failure", ["stage"])
-KAFKA_ERRORS = Counter(
-    "kafkapipe_kafka_errors_total", "Errors reported by librdkafka, by category: auth, transient, permanent",
-    ["stage", "category"],
-)
+if TYPE_CHECKING:
+    from kafkapipe.metricdefs import *  # noqa: F403 - the names this module hands out
 
-# Written by the supervisor process only.
-WORKER_EXITS = Counter(
-    "kafkapipe_worker_exits_total",
-    "Worker processes that ended, by cause: stopped, exited, signaled, stale, boot_error",
-    ["stage", "cause"],
-)
-WORKERS = Gauge(
-    "kafkapipe_workers",
-    "Worker processes per stage: expected (target), alive, ready",
-    ["stage", "state"],
-    multiprocess_mode="livemax",
-)
-RELOADS = Counter(
-    "kafkapipe_config_reloads_total", "SIGHUP reloads by outcome: applied, rejected", ["outcome"]
-)
-STORAGE_HOLDS = Counter(
-    "kafkapipe_storage_holds_total", "Times the download stage held a task because storage was unavailable",
-    ["reason"],
-)
-ALREADY_STORED = Counter(
-    "kafkapipe_already_stored_total", "Tasks reported successful without a request: their blob was already stored"
-)
-# Set to 1 by a worker while its stage holds work (credentials refused, storage unavailable) and
-# back to 0 when it resumes; `kafkapipe status` lists every non-zero series. Meant to be updated
-# where the hold starts and ends (the consume loop).
-HOLDING = Gauge(
-    "kafkapipe_holding", "1 while a stage holds its work, by reason (auth, storage)", ["stage", "reason"],
-    multiprocess_mode="livemax",
-)
+
+def use_directory(path: str) -> None:
+    """Multiprocess metrics written under ``path``; RuntimeError once prometheus_client is loaded."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError(
+            "prometheus_client was imported before the metrics directory was chosen; "
+            "something imported it outside kafkapipe.metrics"
+        )
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def __getattr__(name: str) -> Any:
+    if not name.isupper():
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from kafkapipe import metricdefs
+
+    globals().update({key: value for key, value in vars(metricdefs).items() if key.isupper()})
+    try:
+        return globals()[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

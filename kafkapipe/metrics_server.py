@@ -28,9 +28,6 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +97,7 @@ class _Loop:
                 elif sock is self._wake_r:
                     self._wake_r.recv(64)
                 elif sock in self.conns:
-                    self._serve(self.conns[sock], mask)  # type: ignore[index]
+                    self._serve(self.conns[sock], mask)
             self._expire(time.monotonic())
         for conn in list(self.conns.values()):
             self._close(conn)
@@ -228,6 +225,11 @@ class _Endpoints:
         return _response(404, method, "application/json", b'{"error":"not found"}\n')
 
     def _metrics(self, method: str, accept: str) -> bytes:
+        # Late: prometheus_client's mode is chosen in kafkapipe.metrics before its first import.
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.exposition import choose_encoder
+        from prometheus_client.multiprocess import MultiProcessCollector
+
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.multiproc_dir)
         encoder, content_type = choose_encoder(accept)

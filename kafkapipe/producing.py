@@ -30,7 +30,8 @@ def read_lines(path: str) -> Iterator[tuple[int, bytes]]:
 
 def check_lines(path: str, lines: list[tuple[int, bytes]]) -> list[tuple[bytes | None, bytes]]:
     """Validate every line first: nothing is sent from a file with a bad line."""
-    problems, ready = [], []
+    problems: list[str] = []
+    ready: list[tuple[bytes | None, bytes]] = []
     for number, line in lines:
         try:
             event = parse_event(line)

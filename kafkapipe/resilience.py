@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import collections
 import enum
-import random
 import threading
 import time
 from collections.abc import Callable
 
 import attrs
 
+from kafkapipe import metrics
+from kafkapipe.backoff import backoff  # noqa: F401 - re-exported for its callers
 from kafkapipe.errors import CircuitOpenError
-from kafkapipe.metrics import CIRCUIT_STATE
 
 
 class CircuitState(enum.IntEnum):
@@ -170,7 +170,7 @@ class CircuitBreaker:
         if state is CircuitState.CLOSED:
             _remove_series(self.host)
         else:
-            CIRCUIT_STATE.labels(host=self.host).set(int(state))
+            metrics.CIRCUIT_STATE.labels(host=self.host).set(int(state))
 
     def _rejected(self, remaining: float) -> CircuitOpenError:
         name = self.host or "host"
@@ -182,7 +182,7 @@ class CircuitBreaker:
 
 def _remove_series(host: str) -> None:
     try:
-        CIRCUIT_STATE.remove(host)
+        metrics.CIRCUIT_STATE.remove(host)
     except KeyError:  # never had a series: it was never open
         pass
 
@@ -237,18 +237,3 @@ class CircuitBreakers:
     def _prune(self) -> None:
         for key in [k for k, b in self._breakers.items() if b.idle]:
             del self._breakers[key]
-
-
-_MAX_EXPONENT = 64
-
-
-def backoff(attempt: int, base: float, cap: float, jitter: Callable[[], float] = random.random) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): "full jitter".
-
-    A uniform draw from ``[0, min(cap, base * 2**attempt))``, which spreads
-    retries of many clients that failed together instead of bunching them.
-    """
-    if attempt < 0:
-        raise ValueError("attempt must be >= 0")
-    ceiling = min(cap, base * 2.0 ** min(attempt, _MAX_EXPONENT))
-    return max(0.0, ceiling * jitter())

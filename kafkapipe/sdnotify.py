@@ -55,9 +55,9 @@ class Notifier:
     def stopping(self, status: str | None = None) -> bool:
         return self._send({"STOPPING": 1}, status)
 
-    def _send(self, fields: dict[str, object], status: str | None) -> bool:
+    def _send(self, fields: Mapping[str, object], status: str | None) -> bool:
         if status is not None:
-            fields["STATUS"] = status
+            fields = {**fields, "STATUS": status}
         return self.notify(**fields)
 
     def close(self) -> None:

@@ -13,10 +13,8 @@ crash-loop detection (``restarts``), scaling and rolling-reload plans
 (``planning``), stage counts and the systemd status line (``status``), the
 child side of the fork (``child``) and the metrics directory (``metricsdir``).
 
-Prometheus multiprocess mode is fixed when prometheus_client is imported, so
-this module imports :mod:`kafkapipe.metrics` only after
-:meth:`MetricsDir.prepare` has set ``PROMETHEUS_MULTIPROC_DIR``; none of the
-modules imported at the top imports prometheus_client.
+:meth:`MetricsDir.prepare` chooses the metrics directory before any metric is used
+(:mod:`kafkapipe.metrics`), so the workers it forks write multiprocess metrics.
 """
 
 from __future__ import annotations
@@ -32,14 +30,18 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from kafkapipe import log as klog
-from kafkapipe.config import STAGES, Config, load
+from kafkapipe import metrics
+from kafkapipe.config import STAGES, Config, load, parse_stages
 from kafkapipe.errors import ConfigError
+from kafkapipe.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from kafkapipe.kafka.topiccheck import BrokerUnreachable, check_topics
+from kafkapipe.metrics_server import Health, MetricsServer
+from kafkapipe.preflight import check_or_raise
 from kafkapipe.sdnotify import Notifier
+from kafkapipe.stages.registry import SCALED
 from kafkapipe.supervision.child import load_libc, worker_process
 from kafkapipe.supervision.fds import close_fd
 from kafkapipe.supervision.metricsdir import MetricsDir
@@ -47,12 +49,9 @@ from kafkapipe.supervision.planning import plan_stage
 from kafkapipe.supervision.restarts import ExitKind, RestartPolicy, classify_exit
 from kafkapipe.supervision.slot import Heartbeat, WorkerSlot
 from kafkapipe.supervision.status import StageCount, status_line
-from kafkapipe.worker import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 if TYPE_CHECKING:
     import ctypes
-
-    from kafkapipe.metrics_server import Health, MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +84,14 @@ class Supervisor:
         self.pending_restarts: collections.Counter[str] = collections.Counter()
         self.generation = 0
         self.age = 0
-        self.download_delta = 0
+        self.scale_delta: collections.Counter[str] = collections.Counter()  # TTIN/TTOU per stage
         self.restarts = 0
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._wake_r = self._wake_w = -1
         self._metrics_dir: MetricsDir | None = None
-        self._m: ModuleType | None = None
         self._server: MetricsServer | None = None
         self._notifier = Notifier()
-        self._health: Health | None = None
-        self._health_cls: type[Health] | None = None
+        self._health = Health()
         self._state = "starting"
         self._stop: str | None = None  # "graceful" / "quick" once asked to stop
         self._announced_ready = False
@@ -110,12 +107,9 @@ class Supervisor:
 
     # ---------------------------------------------------------------------- start and stop
     def run(self) -> int:
-        try:
-            self.config = load(self.config_path)
-            self._check(self.config)
-        except ConfigError as exc:
-            print(f"{PROG}: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
+        """Exit status; a ConfigError before anything starts goes to :func:`main`."""
+        self.config = load(self.config_path)
+        self._check(self.config, ports=True)
         klog.setup(self.config.logging.level, self.config.logging.format)
         klog.bind(stage="supervisor")
         refused = self._check_topics_at_start()
@@ -142,12 +136,14 @@ class Supervisor:
         klog.flush()
         return code
 
-    def _check(self, config: Config) -> None:
+    def _check(self, config: Config, *, ports: bool) -> None:
+        """What load() cannot know: this supervisor's stages and this host (:mod:`kafkapipe.preflight`)."""
         if sum(self._configured(config, stage) for stage in self.stages) == 0:
             raise ConfigError(
                 f"{config.source}: no worker processes to run: stages.<name>.processes is 0 for "
                 f"{', '.join(self.stages)}"
             )
+        check_or_raise(config, self.stages, ports=ports)
 
     def _check_topics_at_start(self) -> int | None:
         """None when the topics are fine; else the exit status, within seconds, never a silent wait.
@@ -175,13 +171,7 @@ class Supervisor:
 
     def start(self) -> None:
         self._metrics_dir = MetricsDir.choose(self.config.metrics.multiproc_dir, os.environ)
-        self._metrics_dir.prepare()  # sets PROMETHEUS_MULTIPROC_DIR: prometheus_client may be imported now
-        from kafkapipe import metrics
-        from kafkapipe.metrics_server import Health, MetricsServer
-
-        self._m = metrics
-        self._health_cls = Health
-        self._health = Health()
+        self._metrics_dir.prepare()  # before the first metric: the workers inherit multiprocess mode
         self._server = MetricsServer(self.config.metrics.bind, lambda: self._health, self._metrics_dir.path)
         self._server.start()
         self._libc = load_libc()
@@ -293,12 +283,12 @@ class Supervisor:
         self.reload()
 
     def handle_ttin(self) -> None:
-        """One more download worker."""
-        self._scale_download(+1)
+        """One more worker of each stage that scales (the registry's ``scales``: download)."""
+        self._scale(+1)
 
     def handle_ttou(self) -> None:
-        """One download worker fewer (never below one)."""
-        self._scale_download(-1)
+        """One worker fewer of each stage that scales (never below one)."""
+        self._scale(-1)
 
     # ---------------------------------------------------------------------------- targets
     @staticmethod
@@ -307,35 +297,36 @@ class Supervisor:
 
     def _target(self, stage: str) -> int:
         target = self._configured(self.config, stage)
-        if stage == "download":
-            target = max(0, target + self.download_delta)
+        if stage in SCALED:
+            target = max(0, target + self.scale_delta[stage])
         return target
 
-    def _scale_download(self, step: int) -> None:
-        if "download" not in self.stages:
-            log.warning("not running the download stage: ignoring the scaling signal")
-            return
-        current = self._target("download")
-        if step < 0 and current <= 1:
-            log.info("download stage already at %d process(es): not scaling down", current)
-            return
-        self.download_delta += step
-        log.info("download stage: %d -> %d process(es)", current, self._target("download"))
+    def _scale(self, step: int) -> None:
+        scaled = [stage for stage in SCALED if stage in self.stages]
+        if not scaled:
+            log.warning("not running a stage that scales (%s): ignoring the scaling signal", ", ".join(SCALED))
+        for stage in scaled:
+            current = self._target(stage)
+            if step < 0 and current <= 1:
+                log.info("%s stage already at %d process(es): not scaling down", stage, current)
+                continue
+            self.scale_delta[stage] += step
+            log.info("%s stage: %d -> %d process(es)", stage, current, self._target(stage))
 
     def reload(self) -> None:
-        assert self._m is not None
         try:
             new = load(self.config_path)
-            self._check(new)
+            self._check(new, ports=False)
             self._check_topic_change(new)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running workers: %s", exc)
-            self._m.RELOADS.labels("rejected").inc()
+            metrics.RELOADS.labels("rejected").inc()
+            self._notifier.status(f"reload rejected, keeping the running workers: {exc}")
             return
         self._apply_config(new)
         self.generation += 1
         self._reloading = True
-        self._m.RELOADS.labels("applied").inc()
+        metrics.RELOADS.labels("applied").inc()
         self._notifier.reloading(status="reloading: replacing workers one at a time")
         log.info(
             "configuration reloaded (generation %d): replacing workers one at a time; targets %s",
@@ -375,9 +366,10 @@ class Supervisor:
                 log.warning("metrics.%s changed: it takes effect at the next start", key)
         for policy in self.policies.values():
             policy.configure(new.supervisor)
-        if self.download_delta:
-            log.info("reload resets the TTIN/TTOU adjustment of the download stage")
-        self.download_delta = 0
+        adjusted = [stage for stage in SCALED if self.scale_delta[stage]]
+        if adjusted:
+            log.info("reload resets the TTIN/TTOU adjustment of %s", ", ".join(adjusted))
+        self.scale_delta.clear()
 
     # ---------------------------------------------------------------------------- workers
     def manage_workers(self) -> None:
@@ -428,11 +420,10 @@ class Supervisor:
 
     def _count_restart(self, stage: str) -> None:
         """A worker spawned to replace one that failed is a restart."""
-        assert self._m is not None
         if self.pending_restarts[stage] > 0:
             self.pending_restarts[stage] -= 1
             self.restarts += 1
-            self._m.WORKER_RESTARTS.labels(stage).inc()
+            metrics.WORKER_RESTARTS.labels(stage).inc()
 
     def _leave_supervisor(self, slot: WorkerSlot) -> None:
         """In a freshly forked worker: drop the supervisor's signal handling and close what it holds open."""
@@ -518,14 +509,13 @@ class Supervisor:
                 self._on_exit(slot, status)
 
     def _on_exit(self, slot: WorkerSlot, status: int) -> None:
-        assert self._m is not None
         now = time.monotonic()
         if not slot.retiring:
             self._note_ready(slot, now)  # it may have become ready since the last look
         self._log_crash_report(slot)
         code = os.waitstatus_to_exitcode(status)
         cause = slot.exit_cause(code)
-        self._m.WORKER_EXITS.labels(slot.stage, cause).inc()
+        metrics.WORKER_EXITS.labels(slot.stage, cause).inc()
         how = f"exited with status {code}" if code >= 0 else f"was killed by {_signame(-code)}"
         if cause == "stopped":
             level = logging.INFO if code == 0 else logging.WARNING
@@ -658,17 +648,16 @@ class Supervisor:
             self._state = "running"
 
     def _export_health(self, counts: dict[str, StageCount], alive: bool, ready: bool) -> None:
-        assert self._m is not None and self._health_cls is not None
         for stage, c in counts.items():
-            self._m.WORKERS.labels(stage, "expected").set(c.expected)
-            self._m.WORKERS.labels(stage, "alive").set(c.alive)
-            self._m.WORKERS.labels(stage, "ready").set(c.ready)
+            metrics.WORKERS.labels(stage, "expected").set(c.expected)
+            metrics.WORKERS.labels(stage, "alive").set(c.alive)
+            metrics.WORKERS.labels(stage, "ready").set(c.ready)
         detail = {
             stage: {"expected": c.expected, "alive": c.alive, "ready": c.ready, "pids": list(c.pids)}
             for stage, c in counts.items()
         }
         stopping = self._stop is not None
-        self._health = self._health_cls(
+        self._health = Health(
             alive=alive and not stopping, ready=ready and not stopping, state=self._state, detail=detail
         )
 
@@ -692,20 +681,6 @@ def _signame(signum: int) -> str:
 
 
 # ---------------------------------------------------------------------------- entry point
-def parse_stages(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
-    """``"ingest,download"`` → ("ingest", "download"); None/empty → None (all). Raises ConfigError."""
-    if not text:
-        return None
-    items = text.split(",") if isinstance(text, str) else list(text)
-    names = tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
-    unknown = [name for name in names if name not in STAGES]
-    if unknown:
-        raise ConfigError(
-            f"--stages: unknown stage(s) {', '.join(unknown)}; expected some of {', '.join(STAGES)}"
-        )
-    return names or None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -723,11 +698,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``kafkapipe-supervisor --config FILE [--stages a,b]``; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        stages = parse_stages(args.stages)
-    except ConfigError as exc:
+        return Supervisor(args.config, parse_stages(args.stages)).run()
+    except ConfigError as exc:  # the one place the supervisor turns a ConfigError into exit 2
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return Supervisor(args.config, stages).run()
 
 
 if __name__ == "__main__":

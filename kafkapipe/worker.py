@@ -18,14 +18,12 @@ from collections.abc import Callable
 import attrs
 
 from kafkapipe.config import STAGES, Config
+from kafkapipe.exitcodes import EXIT_BOOT_ERROR, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 log = logging.getLogger(__name__)
 
-# Exit codes the supervisor understands (gunicorn's convention for boot failures).
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-EXIT_BOOT_ERROR = 3
+# Re-exported: many callers read the exit codes from here.
+__all__ = ["EXIT_BOOT_ERROR", "EXIT_CONFIG", "EXIT_FAILURE", "EXIT_OK", "WorkerControl", "run_worker"]
 
 
 def _noop() -> None:
@@ -64,7 +62,7 @@ def run_worker(config: Config, stage: str, control: WorkerControl) -> int:
         return EXIT_CONFIG
     name_process(stage)
     from kafkapipe.inventory import SchemaMismatch
-    from kafkapipe.stages import build_stage
+    from kafkapipe.stages.building import build_stage
 
     try:
         runner = build_stage(config, stage, control)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sqlite3
 import subprocess
@@ -18,40 +17,31 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 from confluent_kafka import Consumer, Producer, TopicPartition
 from kafkahelpers import create_topics, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {type(value).__name__}")
+def to_toml(data: dict[str, Any]) -> str:
+    return tomli_w.dumps(data)
 
 
-def toml_key(key: str) -> str:
-    """Bare keys as they are; librdkafka's dotted names quoted."""
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def to_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """Enough TOML for test configs: scalars, lists, nested tables."""
-    scalars = [f"{toml_key(k)} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    out = []
-    if prefix and (scalars or not any(isinstance(v, dict) for v in data.values())):
-        out.append(f"[{prefix}]")
-    out.extend(scalars)
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.append(to_toml(value, f"{prefix}.{key}" if prefix else key))
-    return "\n".join(out) + "\n"
+def unexpected_tracebacks(text: str, expected: Iterable[str] = ()) -> list[str]:
+    """Log lines carrying a traceback, except JSON records whose message starts with one in ``expected``."""
+    found = []
+    for line in text.splitlines():
+        if "Traceback (most recent call last)" not in line:
+            continue
+        try:
+            msg = str(json.loads(line).get("msg", ""))
+        except ValueError:  # not one of our records: a raw crash on stderr
+            found.append(line)
+            continue
+        if not any(msg.startswith(prefix) for prefix in expected):
+            found.append(line)
+    return found
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -73,6 +63,10 @@ class Pipeline:
         self.config_path = tmp_path / "pipeline.toml"
         self.write_config()
         self.procs: list[subprocess.Popen] = []
+        # Log messages a test provokes with a traceback on purpose; any other traceback fails it.
+        self.expected_tracebacks: tuple[str, ...] = ()
+        # Exit statuses a test provokes on purpose, besides 0 and the -9 of a worker it killed.
+        self.expected_exits: set[int] = set()
 
     @staticmethod
     def base_config(tmp: Path, bootstrap: str, name: str, port: int) -> dict:
@@ -147,18 +141,30 @@ class Pipeline:
             self.start_worker(stage)
 
     def stop(self, timeout: float = 30) -> list[int]:
+        """TERM every worker and wait; AssertionError on a worker that needed KILL, exited badly, or
+        logged a traceback nobody expected (a test that fails here names the worker and the line)."""
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        codes = []
+        codes, stuck = [], []
         for proc in self.procs:
             try:
                 codes.append(proc.wait(timeout))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 codes.append(proc.wait())
+                stuck.append(proc.pid)
         self.procs = [p for p in self.procs if p.poll() is None]
+        self.check_workers(codes, stuck)
         return codes
+
+    def check_workers(self, codes: list[int], stuck: list[int]) -> None:
+        allowed = {0, -signal.SIGKILL, *self.expected_exits}
+        bad = [code for code in codes if code not in allowed]
+        assert not stuck, f"worker(s) {stuck} did not stop within the timeout and were killed"
+        assert not bad, f"worker exit codes {codes}\n--- logs ---\n{self.logs()[-3000:]}"
+        unexpected = unexpected_tracebacks(self.logs(), self.expected_tracebacks)
+        assert not unexpected, "traceback(s) in worker logs:\n" + "\n".join(unexpected)[-3000:]
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("*.log")))

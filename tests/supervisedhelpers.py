@@ -61,6 +61,8 @@ class Supervised:
         self.proc: subprocess.Popen | None = None
         self.log_path = pipe.tmp / "supervisor.log"
         self.starts = 0
+        # Log messages a test provokes with a traceback on purpose; any other fails it at teardown.
+        self.expected_tracebacks: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ process
     @property

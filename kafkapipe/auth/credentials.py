@@ -29,8 +29,8 @@ import attrs
 import requests
 
 from kafkapipe.auth.http import RetryingSession, default_http_client
-from kafkapipe.config import CredentialConfig
-from kafkapipe.errors import AuthError, ConfigError
+from kafkapipe.config import CredentialConfig, one_source
+from kafkapipe.errors import AuthError, ConfigError, refuse
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 _TOKEN_KINDS = ("service_principal", "managed_identity", "workload_identity", "azure_cli", "unsecured_jwt")
@@ -95,10 +95,7 @@ class SecretSource:
     """
 
     def __init__(self, where: str, name: str, env: str = "", path: str = "") -> None:
-        if env and path:
-            raise ConfigError(f"{where}: set only one of {name}_env and {name}_file")
-        if not env and not path:
-            raise ConfigError(f"{where}: {name}_env or {name}_file is required")
+        refuse(one_source(where, name, env, path))
         self.where = where
         self.name = name
         self.env = env
@@ -267,6 +264,7 @@ class ServicePrincipalCredential:
             secret = self._secret.read()
             self._known = (secret,)
             return secret
+        assert self._certificate is not None  # __init__ takes exactly one of secret and certificate
         credential = self._certificate.load()
         self._known = (credential["private_key"],)
         return credential
@@ -343,6 +341,7 @@ class WorkloadIdentityCredential(ServicePrincipalCredential):
         return {"client_assertion": self._assertion}
 
     def _assertion(self) -> str:
+        assert self._secret is not None  # the federated token file, always given
         assertion = self._secret.read()
         self._known = (assertion,)
         return assertion
@@ -627,6 +626,7 @@ def credential_from_config(
     http_client: requests.Session | None = None,
 ) -> AnyCredential:
     """The credential ``config`` describes; ConfigError naming ``where``'s keys when it cannot be."""
+    refuse(config.problems(where))
     kind = config.kind
     if kind == "service_principal":
         return _service_principal(config, where, http_client)
@@ -637,8 +637,6 @@ def credential_from_config(
     if kind == "azure_cli":
         return AzureCliCredential(config.tenant_id)
     if kind == "unsecured_jwt":
-        if not config.principal:
-            raise ConfigError(f"{where}.principal: needed for kind unsecured_jwt")
         return UnsecuredJwtCredential(config.principal, config.token_lifetime)
     if kind == "shared_key":
         source = SecretSource(where, "account_key", config.account_key_env, config.account_key_file)
@@ -675,22 +673,12 @@ def _require_msal(floor: tuple[int, int], key: str) -> None:
 def _service_principal(
     config: CredentialConfig, where: str, http_client: requests.Session | None
 ) -> ServicePrincipalCredential:
-    missing = [name for name in ("tenant_id", "client_id") if not getattr(config, name)]
-    if missing:
-        raise ConfigError(f"{where}: kind service_principal needs {' and '.join(missing)}")
     secret = optional_secret(where, "client_secret", config.client_secret_env, config.client_secret_file)
     certificate = None
-    if config.certificate_file:
-        certificate = CertificateSource(where, config.certificate_file, config.certificate_thumbprint)
-    if secret is not None and certificate is not None:
-        raise ConfigError(f"{where}: set a client secret or a certificate_file, not both")
-    if secret is None and certificate is None:
-        raise ConfigError(
-            f"{where}: kind service_principal needs client_secret_env, client_secret_file or certificate_file"
-        )
     if secret is not None:
         _check_readable(secret)
     else:
+        certificate = CertificateSource(where, config.certificate_file, config.certificate_thumbprint)
         if not certificate.thumbprint:
             _require_msal(MSAL_FOR_CERTIFICATES, f"{where}.certificate_file")
         try:

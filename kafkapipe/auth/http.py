@@ -17,7 +17,8 @@ from typing import Any
 import attrs
 import requests
 
-from kafkapipe.download.classify import parse_retry_after
+from kafkapipe.backoff import exponential
+from kafkapipe.retry_after import parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,9 @@ class TimeoutSession(requests.Session):
         super().__init__()
         self._timeout = timeout
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+    def request(  # type: ignore[override]  # same call, fewer declared parameters
+        self, method: str, url: str, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
         return super().request(method, url, *args, **kwargs)
 
@@ -49,7 +52,7 @@ class IdentityRetry:
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry ``attempt`` (1 = the first retry); Retry-After when longer."""
-        backoff = min(self.first_delay * 2 ** (attempt - 1), self.max_delay)
+        backoff = exponential(attempt - 1, self.first_delay, self.max_delay)
         return max(backoff, min(retry_after, self.max_delay)) if retry_after is not None else backoff
 
 
@@ -73,7 +76,9 @@ class RetryingSession(TimeoutSession):
         self._sleep = sleep
         self._clock = clock
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+    def request(  # type: ignore[override]  # same call, fewer declared parameters
+        self, method: str, url: str, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         deadline = self._clock() + self.policy.budget
         attempt = 0
         while True:

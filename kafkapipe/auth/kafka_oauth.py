@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from kafkapipe.auth.cache import TokenCache
 from kafkapipe.auth.credentials import Credential, credential_from_config, is_token_credential
-from kafkapipe.config import CREDENTIAL_KINDS, OAuthConfig
-from kafkapipe.errors import AuthError, ConfigError
+from kafkapipe.config import OAuthConfig
+from kafkapipe.errors import AuthError, refuse
 
 logger = logging.getLogger(__name__)
 WHERE = "kafka.oauth"
@@ -31,19 +32,11 @@ def make_oauth_cb(oauth: OAuthConfig, *, credential: Credential | None = None) -
     """The ``oauth_cb`` for one Kafka client; ConfigError when the configuration cannot work."""
     settings = oauth.credential
     if credential is None:
-        if settings.kind not in CREDENTIAL_KINDS["kafka"]:
-            raise ConfigError(
-                f"{WHERE}.credential.kind: {settings.kind} cannot authenticate to Kafka; use "
-                f"{', '.join(CREDENTIAL_KINDS['kafka'])}"
-            )
+        refuse(oauth.problems(WHERE))
         built = credential_from_config(settings, f"{WHERE}.credential")
         assert is_token_credential(built)
-        credential = built  # type: ignore[assignment]
-    if not oauth.scope and credential.kind != "unsecured_jwt":
-        raise ConfigError(
-            f"{WHERE}.scope: required for kind {credential.kind} "
-            "(Event Hubs: https://<namespace>.servicebus.windows.net/.default)"
-        )
+        credential = cast(Credential, built)
+    refuse(oauth.scope_problems(WHERE, credential.kind))
     cache = TokenCache(credential, oauth.scope, refresh_margin=settings.refresh_margin)
     principal = (
         settings.principal

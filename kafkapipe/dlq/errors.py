@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from kafkapipe.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE  # noqa: F401 - the tool's codes
 
 
 class DlqError(Exception):

@@ -1,4 +1,4 @@
-"""HTTP statuses and client exceptions → categorised pipeline errors (CONTRACT §3).
+"""HTTP statuses and client exceptions → categorised pipeline errors (docs/contract.md, "What each failure gets").
 
 Kept apart from the client so the stages, the CLI and tests share one mapping.
 Messages are short and never contain a URL: exception texts from urllib3 are
@@ -7,24 +7,18 @@ not reused, because some of them quote the request target with its query.
 
 from __future__ import annotations
 
-import datetime
-import email.utils
-import math
-import re
 import socket
 import ssl
-import time
 from collections.abc import Mapping
 
 import urllib3.exceptions as u3
 
 from kafkapipe.errors import PermanentError, PipelineError, TransientError
+from kafkapipe.retry_after import parse_retry_after  # re-exported: callers of this module use it
 
 SUCCESS_STATUSES = frozenset({200, 203})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-PERMANENT_STATUSES = frozenset({400, 403, 404, 410})
 TRANSIENT_STATUSES = frozenset({408, 429})
-_DELTA_SECONDS = re.compile(r"[+-]?[0-9]+")  # a negative delay means "now"
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
@@ -38,28 +32,6 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
         if key.lower() == lowered:
             return item
     return None
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds from ``now``: delta-seconds or an HTTP-date; None if absent or invalid."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if _DELTA_SECONDS.fullmatch(text):
-        seconds = float(text)  # 400 digits give inf here rather than int→float's OverflowError
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    try:
-        moment = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # asctime form and "-0000": HTTP-dates are always UTC
-        moment = moment.replace(tzinfo=datetime.UTC)
-    delay = moment.timestamp() - (time.time() if now is None else now)
-    return max(0.0, delay) if math.isfinite(delay) else None
 
 
 def classify_status(

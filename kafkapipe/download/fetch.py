@@ -335,6 +335,7 @@ class _Sink:
         if self._behind is not None:
             behind, self._behind = self._behind, None
             behind.finish()
+        assert self.file_type is not None  # _decide sets it or raises
         return self.file_type
 
     def cancel(self) -> None:

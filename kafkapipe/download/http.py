@@ -187,9 +187,9 @@ class _WatchedMixin:
         self._kp_watch(sock)  # before any TLS handshake
         return sock
 
-    def getresponse(self):  # type: ignore[no-untyped-def]
-        self._kp_watch(self.sock)  # type: ignore[attr-defined]  # reused connections too
-        return super().getresponse()  # type: ignore[misc]
+    def getresponse(self):
+        self._kp_watch(self.sock)  # reused connections too
+        return super().getresponse()
 
 
 class _Connection(_WatchedMixin, HTTPConnection):

@@ -179,16 +179,22 @@ def storage_options(uri: str, config: Config) -> dict[str, str]:
     parts = urlsplit(uri)
     if parts.scheme not in REMOTE_SCHEMES:
         return {}
-    from kafkapipe.auth.credentials import STORAGE_SCOPE, credential_from_config, is_token_credential
+    from kafkapipe.auth.credentials import (
+        STORAGE_SCOPE,
+        SasCredential,
+        SharedKeyCredential,
+        credential_from_config,
+        is_token_credential,
+    )
 
     credential = credential_from_config(config.storage.azure.credential, "storage.azure.credential")
     options: dict[str, str] = {}
     if "fabric.microsoft.com" in (parts.hostname or ""):
         options["use_fabric_endpoint"] = "true"
-    if credential.kind == "shared_key":
+    if isinstance(credential, SharedKeyCredential):
         credential.key()
         options.update(account_name=credential.account_name, account_key=credential.known_secrets()[0])
-    elif credential.kind == "sas":
+    elif isinstance(credential, SasCredential):
         options["sas_token"] = credential.token()
     elif is_token_credential(credential):
         options["bearer_token"] = credential.get_token(STORAGE_SCOPE).token

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -155,10 +156,16 @@ class PostgresInventory:
             raise _unavailable(exc) from None
 
 
+def _one(conn: psycopg.Connection, query: str) -> Any:
+    row = conn.execute(query).fetchone()
+    assert row is not None  # both queries always return one row
+    return row[0]
+
+
 def _version(conn: psycopg.Connection) -> int:
-    if conn.execute("SELECT to_regclass('inventory_schema')").fetchone()[0] is None:
+    if _one(conn, "SELECT to_regclass('inventory_schema')") is None:
         return 0
-    return conn.execute("SELECT COALESCE(MAX(version), 0) FROM inventory_schema").fetchone()[0]
+    return int(_one(conn, "SELECT COALESCE(MAX(version), 0) FROM inventory_schema"))
 
 
 def _unavailable(exc: BaseException) -> InventoryUnavailable:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Any
+from typing import Any, cast
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from kafkapipe.config import Config, is_event_hubs
@@ -116,7 +116,12 @@ def headers(schema: str | None, trace_id: str | None, task_id: str | None = None
     return out
 
 
-def header_map(raw: list | None) -> dict[str, str]:
+def partition_of(msg: Message) -> tuple[str, int]:
+    """(topic, partition) of a consumed message: both are set on every message without an error."""
+    return cast(str, msg.topic()), cast(int, msg.partition())
+
+
+def header_map(raw: Any) -> dict[str, str]:
     result: dict[str, str] = {}
     for key, value in raw or []:
         if value is not None:

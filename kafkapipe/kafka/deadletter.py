@@ -9,6 +9,8 @@ original can still be found and nothing is retried for ever.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from confluent_kafka import Message
 
 from kafkapipe import metrics
@@ -43,7 +45,8 @@ def raw_dead_letter(msg: Message, topic: str, stage: str, reason: str, trace_id:
         "source-partition": str(msg.partition()),
         "source-offset": str(msg.offset()),
     }
-    kept = [(k, v) for k, v in (msg.headers() or []) if k not in extra]
+    raw = cast(list[tuple[str, Any]], msg.headers() or [])  # a consumed message's headers are a list
+    kept = [(k, v) for k, v in raw if k not in extra]
     if trace_id is not None and all(k != "trace_id" for k, _ in kept):
         kept.extend(headers(None, trace_id))
     return Output(topic, msg.key(), msg.value() or b"", [*kept, *headers(None, None, **extra)])

@@ -39,11 +39,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from kafkapipe import metrics
 from kafkapipe.errors import ErrorCategory
+from kafkapipe.exitcodes import EXIT_FAILURE, EXIT_OK
 from kafkapipe.kafka.deadletter import fit, output_size, raw_dead_letter, reason_of
 from kafkapipe.kafka.errors import ClientErrors, classify
 from kafkapipe.kafka.offsets import OffsetTracker, TopicPartitionKey
 from kafkapipe.kafka.records import Output
-from kafkapipe.worker import EXIT_FAILURE, EXIT_OK, WorkerControl
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,19 @@ Verdict = Done | Again | Defer | Release
 Complete = Callable[[Message, Verdict], None]
 
 
+class LoopControl(Protocol):
+    """What the loop needs of its process: a stop request, a heartbeat, a ready signal.
+
+    :class:`kafkapipe.worker.WorkerControl` is the process's; the loop knows nothing of processes.
+    """
+
+    stop: threading.Event
+
+    def heartbeat(self) -> None: ...
+
+    def ready(self) -> None: ...
+
+
 class Stage(Protocol):
     name: str
     topics: list[str]
@@ -139,7 +152,7 @@ class ConsumeLoop:
         stage: Stage,
         consumer: Consumer,
         producer: Producer | None,
-        control: WorkerControl,
+        control: LoopControl,
         *,
         max_in_flight: int,
         drain_timeout: float,

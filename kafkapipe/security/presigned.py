@@ -51,11 +51,11 @@ def _compact_date(text: str) -> float | None:
     if not match:
         return None
     try:
-        fields = tuple(int(g) for g in match.groups())
-        datetime(*fields)  # validates ranges
+        year, month, day, hour, minute, second = (int(g) for g in match.groups())
+        datetime(year, month, day, hour, minute, second)  # validates ranges
     except ValueError:
         return None
-    return float(calendar.timegm((*fields, 0, 0, 0)))
+    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
 
 
 def _date_plus_seconds(date: str, seconds: str) -> float | None:

@@ -54,14 +54,19 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import attrs
-import idna
 
 from kafkapipe.errors import TransientError, ValidationError
+from kafkapipe.hostnames import (  # the host grammar config shares; the last two re-exported
+    IPAddress,
+    _parse_ipv6_literal,
+    _short,
+    normalize_host,
+    parse_ipv4_host,  # noqa: F401 - re-exported
+)
 
-if TYPE_CHECKING:  # config validates host names with this module: no import cycle at run time
+if TYPE_CHECKING:
     from kafkapipe.config import DownloadConfig
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Iterable[str]]
 
 MAX_URL_LENGTH = 16 * 1024
@@ -293,58 +298,7 @@ def _embedding_name(ip: IPAddress) -> str:
     return "IPv4-compatible"
 
 
-# --- numeric hosts (WHATWG URL "IPv4 parser", the same forms inet_aton accepts) ---
-
-_HEX = set("0123456789abcdefABCDEF")
-_OCT = set("01234567")
-_DEC = set("0123456789")
-
-
-def _ipv4_number(part: str) -> int | None:
-    if part == "":
-        return None
-    digits, radix, allowed = part, 10, _DEC
-    if len(part) >= 2 and part[:2] in ("0x", "0X"):
-        digits, radix, allowed = part[2:], 16, _HEX
-    elif len(part) >= 2 and part[0] == "0":
-        digits, radix, allowed = part[1:], 8, _OCT
-    if digits == "":
-        return 0
-    if not set(digits) <= allowed:
-        return None
-    return int(digits, radix)
-
-
-def _ends_in_number(labels: list[str]) -> bool:
-    last = labels[-1]
-    if last and set(last) <= _DEC:
-        return True
-    return _ipv4_number(last) is not None and last[:2] in ("0x", "0X")
-
-
-def parse_ipv4_host(host: str) -> ipaddress.IPv4Address | None:
-    """``127.1``, ``0x7f000001``, ``017700000001`` … → the IPv4 address they mean, else None."""
-    parts = host.split(".")
-    if len(parts) > 4:
-        return None
-    numbers = [_ipv4_number(p) for p in parts]
-    if any(n is None for n in numbers):
-        return None
-    values = [n for n in numbers if n is not None]
-    if any(n > 255 for n in values[:-1]) or values[-1] >= 256 ** (5 - len(values)):
-        return None
-    address = values[-1]
-    for index, n in enumerate(values[:-1]):
-        address += n * 256 ** (3 - index)
-    return ipaddress.IPv4Address(address)
-
-
 # --- the parser ---
-
-
-def _short(text: str, limit: int = 80) -> str:
-    text = text if len(text) <= limit else text[:limit] + "…"
-    return repr(text)
 
 
 def _split(url: str, schemes: frozenset[str]) -> tuple[str, str, str, str | None]:
@@ -419,51 +373,6 @@ def _parse_port(text: str | None, scheme: str) -> int:
     if not 0 < port < 65536:
         raise ValidationError(f"port {port} out of range")
     return port
-
-
-def _parse_ipv6_literal(text: str) -> ipaddress.IPv6Address:
-    if text[:1] in ("v", "V"):
-        raise ValidationError("IPvFuture literals are not supported")
-    if "%" in text:
-        raise ValidationError("IPv6 zone identifiers are not allowed")
-    try:
-        return ipaddress.IPv6Address(text)
-    except ValueError:
-        raise ValidationError(f"invalid IPv6 literal {_short(text, 60)}") from None
-
-
-def normalize_host(text: str) -> tuple[str, IPAddress | None]:
-    """A host as written → (normalised ASCII name or canonical IP, IP or None)."""
-    if text.startswith("[") and text.endswith("]"):
-        ip6 = _parse_ipv6_literal(text[1:-1])
-        return str(ip6), ip6
-    if "%" in text:
-        raise ValidationError("percent-encoded host")
-    if ":" in text:
-        try:
-            ip6 = ipaddress.IPv6Address(text)
-        except ValueError:
-            raise ValidationError(f"invalid host {_short(text)}") from None
-        return str(ip6), ip6
-    try:
-        mapped = idna.uts46_remap(text, std3_rules=True, transitional=False)
-    except (idna.IDNAError, UnicodeError, ValueError):
-        raise ValidationError(f"invalid host name {_short(text)}") from None
-    if mapped.endswith("."):
-        mapped = mapped[:-1]
-    labels = mapped.split(".")
-    if not mapped or any(label == "" for label in labels):
-        raise ValidationError(f"invalid host name {_short(text)} (empty label)")
-    if _ends_in_number(labels):
-        ip4 = parse_ipv4_host(mapped)
-        if ip4 is None:
-            raise ValidationError(f"invalid numeric host {_short(text)}")
-        return str(ip4), ip4
-    try:
-        ascii_host = idna.encode(mapped, uts46=False).decode("ascii").lower()
-    except (idna.IDNAError, UnicodeError, ValueError):
-        raise ValidationError(f"invalid host name {_short(text)}") from None
-    return ascii_host, None
 
 
 class UrlValidator:

@@ -7,9 +7,10 @@ it at the due time: no sleeping on a message, no re-producing it, no busy
 loop. The task is forwarded byte for byte, once it has been read as a
 valid task; what cannot be read is dead-lettered here.
 
-Republishing also waits while the download group's lag on the pending
-topic is above ``stages.delay.max_pending_lag``, so a backlog of retries
-does not bury fresh work.
+Republishing also waits while the lag on the pending topic of the group the
+registry says this stage watches (the download group) is above
+``stages.delay.max_pending_lag``, so a backlog of retries does not bury
+fresh work.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import time
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from kafkapipe.config import Config
-from kafkapipe.kafka.clients import group_id, header_map, headers, make_consumer
+from kafkapipe.kafka.clients import group_id, header_map, headers, make_consumer, partition_of
 from kafkapipe.kafka.loop import Complete, Defer, Done, Output
 from kafkapipe.messages import SCHEMA_TASK, DownloadTask, InvalidMessage, loads
 from kafkapipe.stages.outcomes import raw_dead_letter
+from kafkapipe.stages.registry import SPECS
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,10 @@ class DelayStage:
 
     def __init__(self, config: Config, clock=time.time) -> None:
         self.config = config
-        self.topics = config.topics.retry_topics
+        spec = SPECS[self.name]
+        self.topics = spec.topics(config)
+        # The registry names the stage whose backlog gates republishing (the download stage).
+        self.lag_group = group_id(config, spec.watches[0])
         self.pending = config.topics.pending
         self.dlq = config.topics.dlq
         self.dead_letter_topic = config.topics.dlq
@@ -66,7 +71,7 @@ class DelayStage:
         now = self._clock()
         waiting: set[tuple[str, int]] = set()
         for msg in messages:
-            key = (msg.topic(), msg.partition())
+            key = partition_of(msg)
             if key in waiting:  # rewound with its head; it will be consumed again
                 continue
             try:
@@ -105,7 +110,7 @@ class DelayStage:
         """Sum over pending partitions of high watermark − the download group's commit."""
         if self._lag_probe is None:
             # Never subscribes: only reads the download group's committed offsets.
-            self._lag_probe = make_consumer(self.config, group_id(self.config, "download"))
+            self._lag_probe = make_consumer(self.config, self.lag_group)
         try:
             meta = self._lag_probe.list_topics(self.pending, timeout=5)
             parts = [TopicPartition(self.pending, p) for p in meta.topics[self.pending].partitions]

@@ -23,6 +23,7 @@ from kafkapipe import metrics
 from kafkapipe.config import Config
 from kafkapipe.download.fetch import Fetcher
 from kafkapipe.errors import CircuitOpenError, ErrorCategory, PipelineError, ValidationError, category_of
+from kafkapipe.kafka.clients import partition_of
 from kafkapipe.kafka.loop import Again, Complete, Done, Output, Release, Verdict
 from kafkapipe.log import context, redact_url
 from kafkapipe.messages import DownloadTask, ErrorInfo, InvalidMessage, loads
@@ -32,6 +33,7 @@ from kafkapipe.security.tasks import check_task
 from kafkapipe.stages import circuitwaits
 from kafkapipe.stages.donework import DoneWork, done_work_for, inventory_for_lookups
 from kafkapipe.stages.outcomes import Outcomes, raw_dead_letter
+from kafkapipe.stages.registry import SPECS
 from kafkapipe.storage import open_storage
 from kafkapipe.storage.base import BlobWriter
 
@@ -49,9 +51,9 @@ class DownloadStage:
     batch_timeout = 0.5
 
     def __init__(self, config: Config) -> None:
-        settings = config.stages.download
-        self.topics = [config.topics.pending]
-        self.max_in_flight = settings.max_in_flight or settings.threads * 64
+        spec = SPECS[self.name]
+        self.topics = spec.topics(config)
+        self.max_in_flight = spec.max_in_flight(config)
         self.max_batch = self.max_in_flight
         self.storage = open_storage(config)
         # Twice the longest a download may take: no live writer can own what is older.
@@ -67,11 +69,11 @@ class DownloadStage:
         self.max_circuit_wait = config.download.max_circuit_wait
         self.inventory = inventory_for_lookups(config)
         self.done_work: DoneWork = done_work_for(self.storage, self.inventory)
-        self.pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="download")
+        self.pool = ThreadPoolExecutor(config.stages.download.threads, thread_name_prefix="download")
 
     def handle(self, messages: list[Message], complete: Complete) -> None:
         for msg in messages:
-            self.pool.submit(self._run, msg, complete, self._revocations.get((msg.topic(), msg.partition()), 0))
+            self.pool.submit(self._run, msg, complete, self._revocations.get(partition_of(msg), 0))
 
     def revoked(self, keys: list[tuple[str, int]]) -> None:
         """Called by the loop when partitions go: their tasks still queued will not be downloaded."""
@@ -79,7 +81,7 @@ class DownloadStage:
             self._revocations[key] = self._revocations.get(key, 0) + 1
 
     def _run(self, msg: Message, complete: Complete, revocations: int = 0) -> None:
-        if self._revocations.get((msg.topic(), msg.partition()), 0) != revocations:
+        if self._revocations.get(partition_of(msg), 0) != revocations:
             complete(msg, Release())  # queued before its partition was revoked: the next owner does it
             return
         try:

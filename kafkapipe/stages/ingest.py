@@ -31,6 +31,7 @@ from kafkapipe.messages import (
 from kafkapipe.paths import blob_path
 from kafkapipe.security.urls import UrlValidator
 from kafkapipe.stages.outcomes import Outcomes, raw_dead_letter
+from kafkapipe.stages.registry import SPECS
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class IngestStage:
 
     def __init__(self, config: Config) -> None:
         self.topics_config = config.topics
-        self.topics = [config.topics.events]
+        self.topics = SPECS[self.name].topics(config)
         self.dead_letter_topic = config.topics.events_dlq
         self.validator = UrlValidator(config.download)
         self.outcomes = Outcomes(config.topics, stage=self.name)

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 
 from kafkapipe import metrics
 from kafkapipe.config import TopicsConfig
-from kafkapipe.errors import ErrorCategory
 from kafkapipe.kafka.clients import headers
 from kafkapipe.kafka.deadletter import raw_dead_letter
 from kafkapipe.kafka.loop import Output
@@ -34,7 +33,7 @@ from kafkapipe.messages import (
     utcnow,
 )
 
-__all__ = ["Outcomes", "capped_retry_after", "error_info", "raw_dead_letter", "retry_at_for"]
+__all__ = ["Outcomes", "capped_retry_after", "raw_dead_letter", "retry_at_for"]
 
 # Spread retries of a burst of failures; never earlier than the topic's delay.
 MAX_JITTER = 30.0
@@ -166,7 +165,3 @@ class Outcomes:
             topic, task.task_id, dumps(retried),
             headers(SCHEMA_TASK, task.trace_id, task.task_id, **{"retry-at": str(int(due * 1000))}),
         )
-
-
-def error_info(category: ErrorCategory | str, message: str) -> ErrorInfo:
-    return ErrorInfo(str(category), message)

@@ -19,6 +19,7 @@ from kafkapipe.inventory import InventoryUnavailable, open_inventory
 from kafkapipe.kafka.deadletter import raw_dead_letter
 from kafkapipe.kafka.loop import Again, Complete, Done, ProcessFault
 from kafkapipe.messages import DownloadResult, InvalidMessage, loads
+from kafkapipe.stages.registry import SPECS
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class ResultsStage:
     name = "results"
 
     def __init__(self, config: Config) -> None:
-        self.topics = [config.topics.results]
+        self.topics = SPECS[self.name].topics(config)
         self.dead_letter_topic = config.topics.dlq
         self.max_batch = config.stages.results.batch_size
         self.batch_timeout = config.stages.results.batch_timeout

@@ -10,7 +10,6 @@ import urllib.request
 from typing import Any
 
 from attrs import field, frozen
-from prometheus_client.parser import text_string_to_metric_families
 
 from kafkapipe.metrics_server import parse_bind
 
@@ -79,6 +78,9 @@ def parse(url: str, body: str) -> SupervisorView:
 
 
 def _samples(body: str) -> list[tuple[str, dict[str, Any], float]]:
+    # Late: importing prometheus_client fixes its multiprocess mode (kafkapipe.metrics decides that).
+    from prometheus_client.parser import text_string_to_metric_families
+
     return [
         (s.name, s.labels, s.value)
         for family in text_string_to_metric_families(body)

@@ -31,7 +31,7 @@ import secrets
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, quote, urlsplit
 from xml.sax.saxutils import escape
 
@@ -46,8 +46,8 @@ from kafkapipe.auth.credentials import (
     credential_from_config,
     is_token_credential,
 )
-from kafkapipe.config import CREDENTIAL_KINDS, MAX_BLOCK_SIZE, MAX_BLOCKS, AzureBlobConfig
-from kafkapipe.download.classify import parse_retry_after
+from kafkapipe.backoff import backoff
+from kafkapipe.config import MAX_BLOCK_SIZE, MAX_BLOCKS, AzureBlobConfig
 from kafkapipe.errors import (
     AuthError,
     ConfigError,
@@ -55,10 +55,11 @@ from kafkapipe.errors import (
     PipelineError,
     StorageUnavailableError,
     TransientError,
+    refuse,
 )
 from kafkapipe.log import redact_url
 from kafkapipe.paths import check_relative, stored_path
-from kafkapipe.resilience import backoff
+from kafkapipe.retry_after import parse_retry_after
 from kafkapipe.storage.base import BlobWriter, Storage, StoredBlob
 
 logger = logging.getLogger(__name__)
@@ -183,15 +184,6 @@ def shared_key_signature(key: bytes, text: str) -> str:
     return base64.b64encode(hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()).decode("ascii")
 
 
-def _account_from_url(account_url: str) -> str:
-    """``https://acct.blob.core.windows.net`` → acct; ``http://127.0.0.1:10000/acct`` → acct."""
-    split = urlsplit(account_url)
-    segments = [s for s in split.path.split("/") if s]
-    if segments:
-        return segments[0]
-    return (split.hostname or "").split(".")[0]
-
-
 # ------------------------------------------------------------------------------- auth
 class _Auth:
     kind = "none"
@@ -211,7 +203,8 @@ class _SharedKeyAuth(_Auth):
         self.account = account
 
     def apply(self, request: requests.PreparedRequest) -> None:
-        text = string_to_sign(self.account, request.method or "GET", request.url or "", request.headers)
+        headers = cast(Mapping[str, str], request.headers)  # every value set here is a str
+        text = string_to_sign(self.account, request.method or "GET", request.url or "", headers)
         signature = shared_key_signature(self.credential.key(), text)
         request.headers["Authorization"] = f"SharedKey {self.account}:{signature}"
 
@@ -276,14 +269,7 @@ class AzureBlobStorage(Storage):
 
     @classmethod
     def from_config(cls, config: AzureBlobConfig, **kwargs: Any) -> AzureBlobStorage:
-        split = urlsplit(config.account_url)
-        if split.scheme not in ("https", "http") or not split.hostname or split.query:
-            raise ConfigError(
-                f"{WHERE}.account_url: must be https://<account>.blob.core.windows.net, "
-                f"https://onelake.blob.fabric.microsoft.com or an Azurite URL; got {config.account_url!r}"
-            )
-        if not config.container:
-            raise ConfigError(f"{WHERE}.container: required (for OneLake: the workspace name)")
+        refuse(config.problems(WHERE))
         return cls(
             config.account_url,
             config.container,
@@ -375,7 +361,7 @@ class AzureBlobStorage(Storage):
             prepared = session.prepare_request(requests.Request(method, full, headers=all_headers, data=data))
             self._auth.apply(prepared)
             # What Session.request would add: HTTPS_PROXY/NO_PROXY, REQUESTS_CA_BUNDLE.
-            settings = session.merge_environment_settings(prepared.url, {}, stream, None, None)
+            settings = session.merge_environment_settings(prepared.url or full, {}, stream, None, None)
             response = session.send(prepared, timeout=self.timeout, allow_redirects=False, **settings)
         except PipelineError as exc:  # the credential failed (already secret-free)
             return exc
@@ -446,17 +432,10 @@ class AzureBlobStorage(Storage):
 
 def _auth_from_config(config: AzureBlobConfig) -> _Auth:
     where = f"{WHERE}.credential"
-    if config.credential.kind not in CREDENTIAL_KINDS["storage"]:
-        raise ConfigError(
-            f"{where}.kind: {config.credential.kind} cannot authenticate to Azure storage; use "
-            f"{', '.join(CREDENTIAL_KINDS['storage'])}"
-        )
+    refuse(config.credential.problems(where, "storage"))
     credential = credential_from_config(config.credential, where)
     if isinstance(credential, SharedKeyCredential):
-        account = credential.account_name or _account_from_url(config.account_url)
-        if not account:
-            raise ConfigError(f"{where}.account_name: required (cannot be derived from the account_url)")
-        return _SharedKeyAuth(credential, account)
+        return _SharedKeyAuth(credential, config.shared_key_account)
     if isinstance(credential, SasCredential):
         return _SasAuth(credential)
     if credential.kind == "unsecured_jwt" or not is_token_credential(credential):

@@ -15,9 +15,10 @@ from typing import NoReturn
 
 from kafkapipe import log as klog
 from kafkapipe.config import Config
+from kafkapipe.exitcodes import EXIT_FAILURE
 from kafkapipe.sdnotify import NOTIFY_ENV
 from kafkapipe.supervision.slot import HeartbeatThrottle, WorkerSlot
-from kafkapipe.worker import EXIT_FAILURE, WorkerControl, run_worker
+from kafkapipe.worker import WorkerControl, run_worker
 
 log = logging.getLogger("kafkapipe.supervisor")  # the supervisor's logger: its messages keep one name
 

@@ -1,10 +1,5 @@
-"""The directory of prometheus_client's multiprocess files, prepared before prometheus_client is imported.
-
-prometheus_client fixes its mode when it is imported: ``PROMETHEUS_MULTIPROC_DIR``
-must be set by then, so the supervisor opens the directory first and imports
-:mod:`kafkapipe.metrics` only afterwards. This module imports prometheus_client
-only inside :meth:`MetricsDir.mark_dead`, which runs after that.
-"""
+"""The directory of prometheus_client's multiprocess files: chosen, locked, emptied, then
+handed to :func:`kafkapipe.metrics.use_directory`, the one place the metrics mode is set."""
 
 from __future__ import annotations
 
@@ -13,12 +8,12 @@ import fcntl
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Mapping
 
 import attrs
 
+from kafkapipe import metrics
 from kafkapipe.supervision.fds import close_fd
 
 log = logging.getLogger("kafkapipe.supervisor")  # the supervisor's logger: its messages keep one name
@@ -54,25 +49,11 @@ def prepare_metrics_dir(path: str) -> int:
     return lock_fd
 
 
-def export_metrics_dir(path: str) -> None:
-    """Point prometheus_client at ``path``; must happen before it is imported (the mode is fixed then)."""
-    values = sys.modules.get("prometheus_client.values")
-    if "kafkapipe.metrics" in sys.modules or (
-        values is not None and not getattr(values.ValueClass, "_multiprocess", False)
-    ):
-        raise RuntimeError(
-            "prometheus_client was imported before the metrics directory was set; "
-            "import kafkapipe.supervisor before anything that imports kafkapipe.metrics"
-        )
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-
-
 @attrs.define
 class MetricsDir:
     """The supervisor's metrics directory: chosen, then locked, emptied of old files and exported.
 
-    :meth:`prepare` sets ``PROMETHEUS_MULTIPROC_DIR``; import prometheus_client
-    (or :mod:`kafkapipe.metrics`) only after it.
+    :meth:`prepare` hands the directory to :func:`kafkapipe.metrics.use_directory`.
     """
 
     path: str
@@ -84,9 +65,9 @@ class MetricsDir:
         return cls(*choose_metrics_dir(configured, environ))
 
     def prepare(self) -> None:
-        """Lock and empty the directory, then export it: import prometheus_client only after this."""
+        """Lock and empty the directory, then make it the metrics directory of this process tree."""
         self.lock_fd = prepare_metrics_dir(self.path)
-        export_metrics_dir(self.path)
+        metrics.use_directory(self.path)
 
     def mark_dead(self, pid: int) -> None:
         """Drop a dead process's files, so its ``live*`` gauges disappear from ``/metrics``."""

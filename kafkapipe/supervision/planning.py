@@ -31,7 +31,8 @@ def plan_stage(slots: Iterable[SlotView], target: int, generation: int) -> Plan:
     After a reload (workers of an older generation exist) replace one at a
     time: wait while a new worker is not ready yet or an old one is still
     draining; then retire an old worker if there are more than ``target``,
-    else start one new worker. Capacity never drops below ``target - 1``.
+    else start one new worker. Ready workers never drop below min(before, ``target``):
+    a one-worker stage is never empty during a reload.
     """
     slots = list(slots)
     active = [s for s in slots if not s.retiring]

@@ -24,6 +24,7 @@ import signal
 
 import attrs
 
+from kafkapipe.backoff import exponential
 from kafkapipe.config import SupervisorConfig
 
 BOOT_BACKOFF_BASE = 1.0
@@ -58,7 +59,7 @@ def backoff_delay(failures: int, base: float, maximum: float) -> float:
     """
     if failures <= 1:
         return 0.0
-    return min(maximum, base * 2.0 ** (failures - 2))
+    return exponential(failures - 2, base, maximum)
 
 
 @attrs.define

@@ -15,9 +15,9 @@ import time
 
 import attrs
 
+from kafkapipe.exitcodes import EXIT_BOOT_ERROR
 from kafkapipe.supervision.fds import anonymous_file, close_fd
 from kafkapipe.supervision.planning import SlotView
-from kafkapipe.worker import EXIT_BOOT_ERROR
 
 
 class Heartbeat:

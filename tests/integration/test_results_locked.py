@@ -21,7 +21,7 @@ from kafkapipe import metrics
 from kafkapipe.config import from_mapping
 from kafkapipe.inventory.sqlite import SqliteInventory
 from kafkapipe.messages import DownloadResult, dumps, utcnow
-from kafkapipe.stages import build_stage
+from kafkapipe.stages.building import build_stage
 from kafkapipe.worker import WorkerControl
 
 HEARTBEAT_TIMEOUT = 4.0

@@ -99,6 +99,7 @@ def test_a_worker_refuses_an_inventory_at_another_schema_version(pipeline, inven
     version = store.schema_version()
     store.close()
     _force_version(inventory, version + 1)
+    pipeline.expected_exits = {2}
     proc = pipeline.start_worker("results")
     assert proc.wait(60) == 2, pipeline.logs()[-3000:]
     assert "newer than this kafkapipe" in pipeline.logs()

@@ -141,10 +141,13 @@ def test_replayed_dead_letters_succeed_once_fixed_and_replaying_twice_adds_nothi
     for path in paths:  # the vendor fixed the documents
         fault_server.add(path, PDF)
     out = pipe.cli("dlq", "replay", "--config", str(pipe.config_path), "--all-entries", "--execute")
-    assert "3" in out.stdout
+    assert out.returncode == 0, out.stderr
+    assert len([line for line in out.stdout.splitlines() if line.startswith("replayed ")]) == 3, out.stdout
+    assert {"replayed=3", "failed=0"} <= set(out.stdout.splitlines()[-1].split()), out.stdout
     pipe.wait_rows(3, status="success", timeout=60)
     again = pipe.cli("dlq", "replay", "--config", str(pipe.config_path), "--all-entries", "--execute")
-    assert again.returncode == 0
+    assert again.returncode == 0, again.stderr
+    assert "replayed=0" in again.stdout.splitlines()[-1].split(), again.stdout
     pipe.wait_caught_up("download", pipe.topics["pending"])
     assert sum(fault_server.requests_to(p) for p in paths) == 6, "the second replay sent nothing"
     rows = pipe.rows()

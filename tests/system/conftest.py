@@ -10,7 +10,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from pipelinehelpers import Pipeline, deep_merge
+from pipelinehelpers import Pipeline, deep_merge, unexpected_tracebacks
 from supervisedhelpers import Supervised
 
 from tests.integration.httpfaults import FaultServer
@@ -53,4 +53,7 @@ def supervised(tmp_path, kafka_bootstrap, kafka_admin, unique_name, fault_server
     yield make
     for sup in made:
         sup.stop()
+    for sup in made:  # the supervisor's log holds its workers' too
+        unexpected = unexpected_tracebacks(sup.log(), sup.expected_tracebacks)
+        assert not unexpected, "traceback(s) in the supervisor or worker logs:\n" + "\n".join(unexpected)[-3000:]
 

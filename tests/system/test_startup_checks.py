@@ -7,6 +7,8 @@ Each refusal comes within seconds, with its reason; nothing is left listening or
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from kafkahelpers import create_topics, wait_for
@@ -118,4 +120,32 @@ def test_a_dropped_retry_topic_that_still_holds_tasks_refuses_the_start(supervis
         mover.close()
     sup.start("--stages", "download,delay")
     sup.wait_ready()
+    assert sup.stop() == 0
+
+
+def test_a_missing_backend_setting_fails_the_check_and_a_hup_keeps_the_workers(supervised):
+    sup = supervised({"stages": {"download": {"processes": 1}}})
+    with NotifyListener() as notify:
+        sup.start("--stages", "download", env=notify.env)
+        before = sup.wait_ready()
+        pids = worker_pids(sup.proc.pid)
+        sup.pipe.data["storage"].update(backend="azure_blob", azure={"container": "claims"})
+        sup.pipe.write_config()
+
+        check = subprocess.run(
+            [sys.executable, "-m", "kafkapipe.cli", "config", "check", "--reload", "--stages", "download",
+             "--config", str(sup.pipe.config_path)],
+            capture_output=True, text=True, env=sup.pipe.env(), timeout=60,
+        )
+        assert check.returncode == 2, check.stderr
+        assert "storage.azure.account_url: required" in check.stderr
+
+        sup.signal(signal.SIGHUP)
+        sup.wait_log("reload rejected, keeping the running workers")
+        wait_for(lambda: any(s.startswith("reload rejected") for s in notify.statuses()), 10,
+                 "systemd to be told the reload was rejected")
+    rejection = next(line["msg"] for line in sup.log_lines() if "reload rejected" in line.get("msg", ""))
+    assert "storage.azure.account_url: required" in rejection
+    assert sup.stages() == before and worker_pids(sup.proc.pid) == pids
+    assert sup.metric("kafkapipe_config_reloads_total", outcome="rejected") == 1
     assert sup.stop() == 0

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
+from urllib.parse import urlsplit
 
 from kafkahelpers import wait_for
 from supervisedhelpers import NotifyListener, alive, worker_pids
+
+from tests.system.conftest import free_port
 
 SIGNATURE = "T0pSecretSignature%2Bvalue%3D"
 
@@ -47,16 +50,20 @@ def test_kill_9_of_a_worker_is_replaced_and_counted(supervised):
     assert sup.stop() == 0
 
 
-def test_a_stage_that_cannot_boot_makes_the_supervisor_give_up(supervised):
+def test_a_stage_that_cannot_boot_makes_the_supervisor_give_up(supervised, tmp_path):
+    # A configuration check cannot see this one: nothing listens where the inventory should be.
     window = 30.0
+    dsn = tmp_path / "dsn"
+    dsn.write_text(f"postgresql://kafkapipe@127.0.0.1:{free_port()}/nowhere")
     sup = supervised({
         "supervisor": {"crash_loop_restarts": 3, "crash_loop_window": window, "restart_backoff_max": 2.0},
-        "storage": {"backend": "azure_blob", "azure": {"account_url": "", "container": "claims"}},
+        "inventory": {"backend": "postgresql", "postgresql": {"dsn_file": str(dsn), "connect_timeout": 1.0}},
     })
+    sup.expected_tracebacks = ("stage results failed to boot",)
     sup.start()
     code = sup.wait_exit(window + sup.pipe.data["supervisor"]["shutdown_timeout"] + 15)
     assert code == 1, sup.tail()
-    assert "stage download is crash-looping" in sup.log()
+    assert "stage results is crash-looping" in sup.log()
     exits = [
         line for line in sup.log_lines()
         if line.get("logger") == "kafkapipe.supervisor" and "failed to boot" in line.get("msg", "")
@@ -90,6 +97,9 @@ def test_term_under_load_drains_exits_0_and_loses_nothing(supervised):
     assert completed
     for row in completed.values():
         assert (sup.pipe.storage_root / row["blob_path"]).is_file()
+    paths = [urlsplit(url).path for url in urls]
+    # A drain finishes what it started: nothing was fetched twice (a kill would leave downloads to redo).
+    assert all(sup.server.requests_to(path) <= 1 for path in paths), sup.tail()
 
     sup.start()  # whatever was in flight is redone after the restart
     rows = sup.wait_rows(len(urls))
@@ -98,6 +108,8 @@ def test_term_under_load_drains_exits_0_and_loses_nothing(supervised):
     for task_id, row in completed.items():
         assert after[task_id]["sha256"] == row["sha256"]
         assert (sup.pipe.storage_root / row["blob_path"]).is_file()
+    assert {path: sup.server.requests_to(path) for path in paths} == dict.fromkeys(paths, 1), \
+        "every attachment fetched exactly once across the drain and the restart"
     assert sup.stop() == 0
 
 

@@ -20,7 +20,10 @@ MIB = 1024 * 1024
 def _azure(max_bytes: int, block_size: int, backend: str = "azure_blob") -> dict:
     return {
         "download": {"max_bytes": max_bytes},
-        "storage": {"backend": backend, "azure": {"block_size": block_size}},
+        "storage": {"backend": backend, "azure": {
+            "block_size": block_size, "account_url": "https://acct.blob.core.windows.net", "container": "claims",
+            "credential": {"kind": "shared_key", "account_key_env": "KP_KEY"},
+        }},
     }
 
 

@@ -87,8 +87,11 @@ def test_display_masks_secrets_but_not_their_locations():
 
 
 def test_shipped_example_configs_load():
-    for path in sorted((ROOT / "etc").rglob("*.toml")):
-        cfg.load(path, environ={})
+    paths = sorted((ROOT / "etc").rglob("*.toml"))
+    assert ROOT / "etc" / "pipeline.toml" in paths
+    for path in paths:
+        loaded = cfg.load(path, environ={})  # raises ConfigError naming the key if one is wrong
+        assert isinstance(loaded, cfg.Config) and loaded.source == str(path)
 
 
 def test_pipeline_toml_documents_every_key_with_its_default():

@@ -207,7 +207,9 @@ def test_rolling_reload_replaces_one_at_a_time(before, after):
         changed = sim.step(after, generation=1)
         in_flight = sum(1 for s in sim.slots if s.retiring or not s.ready)
         assert in_flight <= 1, "more than one worker changing at once"
-        assert sim.serving() >= min(before, after) - 1
+        # A new worker is ready before an old one retires (unless there are more than the target),
+        # so a one-worker stage never drops to zero during a reload.
+        assert sim.serving() >= min(before, after)
         sim.settle()
         steps += 1
         assert steps < 20
