@@ -94,7 +94,9 @@ def test_two_instances_on_one_host_each_answer_on_their_own_metrics_port(supervi
     import subprocess
     import sys
 
-    from tests.system.conftest import SUPERVISOR, free_port
+    from supervisedhelpers import SUPERVISOR
+
+    from tests.system.conftest import free_port
 
     sup = supervised()
     ports = {"ingest": free_port(), "results": free_port()}
