@@ -47,7 +47,9 @@ reason that never contains the path or query string.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 import socket
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -347,6 +349,11 @@ def _short(text: str, limit: int = 80) -> str:
     return repr(text)
 
 
+# Whitespace, controls (C0, DEL, C1), the Unicode line/paragraph separators, BOM, backslash:
+# one regex scan instead of a Python loop per character; the first one found decides the reason.
+_BAD_CHAR = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029\ufeff\\\\]")
+
+
 def _split(url: str, schemes: frozenset[str]) -> tuple[str, str, str, str | None]:
     """``scheme://authority/path?query#fragment`` → (scheme, authority, path, query)."""
     if not isinstance(url, str):
@@ -355,11 +362,11 @@ def _split(url: str, schemes: frozenset[str]) -> tuple[str, str, str, str | None
         raise ValidationError("empty URL")
     if len(url) > MAX_URL_LENGTH:
         raise ValidationError(f"URL longer than {MAX_URL_LENGTH} characters")
-    for ch in url:
-        if ch <= " " or ch == "\x7f" or "\x80" <= ch <= "\x9f" or ch in "\u2028\u2029\ufeff":
-            raise ValidationError("URL contains whitespace or a control character")
-        if ch == "\\":
+    bad = _BAD_CHAR.search(url)
+    if bad:
+        if bad.group() == "\\":
             raise ValidationError("URL contains a backslash")
+        raise ValidationError("URL contains whitespace or a control character")
     scheme, sep, rest = url.partition(":")
     if not sep or not scheme or not scheme[0].isascii() or not scheme[0].isalpha():
         raise ValidationError("URL has no scheme")
@@ -434,6 +441,14 @@ def _parse_ipv6_literal(text: str) -> ipaddress.IPv6Address:
 
 def normalize_host(text: str) -> tuple[str, IPAddress | None]:
     """A host as written → (normalised ASCII name or canonical IP, IP or None)."""
+    return _normalize_host_cached(text)
+
+
+# A pure function of the text (no configuration, no DNS), and events name the same few hosts
+# over and over: UTS #46 and IDNA cost more than the rest of ingest. Refusals are not cached
+# (lru_cache keeps only returns); the size bounds the memory a flood of distinct hosts can take.
+@functools.lru_cache(maxsize=4096)
+def _normalize_host_cached(text: str) -> tuple[str, IPAddress | None]:
     if text.startswith("[") and text.endswith("]"):
         ip6 = _parse_ipv6_literal(text[1:-1])
         return str(ip6), ip6
