@@ -354,6 +354,10 @@ def _short(text: str, limit: int = 80) -> str:
 _BAD_CHAR = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029\ufeff\\\\]")
 
 
+_SCHEME = re.compile(r"[A-Za-z0-9+.-]+")
+_AUTHORITY_END = re.compile(r"[/?#]")
+
+
 def _split(url: str, schemes: frozenset[str]) -> tuple[str, str, str, str | None]:
     """``scheme://authority/path?query#fragment`` → (scheme, authority, path, query)."""
     if not isinstance(url, str):
@@ -370,15 +374,15 @@ def _split(url: str, schemes: frozenset[str]) -> tuple[str, str, str, str | None
     scheme, sep, rest = url.partition(":")
     if not sep or not scheme or not scheme[0].isascii() or not scheme[0].isalpha():
         raise ValidationError("URL has no scheme")
-    if not all(c.isascii() and (c.isalnum() or c in "+-.") for c in scheme):
+    if not _SCHEME.fullmatch(scheme):
         raise ValidationError("URL has an invalid scheme")
     if scheme.lower() not in schemes:
         raise ValidationError(f"scheme {scheme.lower()!r} not allowed")
     if not rest.startswith("//"):
         raise ValidationError("URL has no authority (expected scheme://host)")
     rest = rest[2:]
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, rest = rest[:end], rest[end:]
+    end = _AUTHORITY_END.search(rest)
+    authority, rest = (rest[:end.start()], rest[end.start():]) if end else (rest, "")
     rest = rest.partition("#")[0]
     path, qsep, query = rest.partition("?")
     return scheme.lower(), authority, path or "/", query if qsep else None
