@@ -31,7 +31,14 @@ _VALID = re.compile(r"^[A-Za-z0-9._/-]+$")
 _HOSTILE = re.compile(r"[\x00-\x1f\x7f-\x9f\\%\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
+# Already safe: nothing below would change it (no unsafe character, no "..", no leading dot or
+# dash, no trailing dot), the common case for trace ids and source systems.
+_ALREADY_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
 def safe_segment(text: str, limit: int, fallback: str = "_") -> str:
+    if len(text) <= limit and _ALREADY_SAFE.fullmatch(text) and ".." not in text and text[-1] != ".":
+        return text
     cleaned = _DOTS.sub(".", _UNSAFE.sub("_", text)).lstrip(".-")[:limit].rstrip(".")
     return cleaned or fallback
 

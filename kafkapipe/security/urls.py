@@ -485,6 +485,10 @@ def _normalize_host_cached(text: str) -> tuple[str, IPAddress | None]:
     return ascii_host, None
 
 
+_UNJUDGED = object()
+_HOST_VERDICTS = 4096
+
+
 class UrlValidator:
     """Static and resolved checks over one :class:`DownloadConfig`; thread-safe (immutable).
 
@@ -501,6 +505,9 @@ class UrlValidator:
         self._allow_nets = tuple(ipaddress.ip_network(c, strict=False) for c in config.allow_cidrs)
         self._hosts = frozenset(_config_host(h) for h in config.allowed_hosts)
         self._suffixes = tuple(_config_suffix(s) for s in config.allowed_host_suffixes)
+        # Host → refusal (None: allowed). The key is the normalised host, whose spelling also
+        # tells an IP literal (canonical form) from a name; dict reads and writes are atomic.
+        self._host_refusals: dict[str, str | None] = {}
 
     @property
     def open_host_list(self) -> bool:
@@ -566,6 +573,24 @@ class UrlValidator:
             raise ValidationError(f"{where} a denied {reason} {ip}")
 
     def _check_host_allowed(self, host: str, ip: IPAddress | None) -> None:
+        refusal = self._host_refusals.get(host, _UNJUDGED)
+        if refusal is _UNJUDGED:
+            refusal = self._judge_host(host, ip)
+            if len(self._host_refusals) >= _HOST_VERDICTS:
+                self._host_refusals.clear()  # bounded: a flood of distinct hosts costs a re-judgement, not memory
+            self._host_refusals[host] = refusal
+        if refusal is not None:
+            raise ValidationError(refusal)
+
+    def _judge_host(self, host: str, ip: IPAddress | None) -> str | None:
+        """Why ``host`` is refused by the name lists, or None; a function of the host and the config only."""
+        try:
+            self._host_allowed(host, ip)
+        except ValidationError as exc:
+            return exc.message
+        return None
+
+    def _host_allowed(self, host: str, ip: IPAddress | None) -> None:
         if host in self._hosts:
             return
         if ip is None and (host in DENIED_NAMES or host.endswith(DENIED_NAME_SUFFIXES)):

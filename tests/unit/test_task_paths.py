@@ -133,3 +133,10 @@ def test_url_path_is_what_urlsplit_says(url: str) -> None:
 def test_day_folder_spelled_as_strftime(year: int) -> None:
     day = datetime(year, 2, 3, tzinfo=UTC)
     assert paths.blob_path("t", "trace", URL, "xact", day).split("/")[1:4] == f"{day:%Y/%m/%d}".split("/")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aZ09._-/ \u00e9%"), max_size=12), st.integers(1, 8))
+def test_safe_segment_fast_path_changes_nothing(text: str, limit: int) -> None:
+    cleaned = paths._DOTS.sub(".", paths._UNSAFE.sub("_", text)).lstrip(".-")[:limit].rstrip(".")
+    assert paths.safe_segment(text, limit) == (cleaned or "_")
