@@ -6,6 +6,7 @@ Below both :mod:`kafkapipe.config` (which checks ``download.allowed_hosts``) and
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 import idna
@@ -78,6 +79,14 @@ def _parse_ipv6_literal(text: str) -> ipaddress.IPv6Address:
 
 def normalize_host(text: str) -> tuple[str, IPAddress | None]:
     """A host as written → (normalised ASCII name or canonical IP, IP or None)."""
+    return _normalize_host_cached(text)
+
+
+# A pure function of the text (no configuration, no DNS), and events name the same few hosts
+# over and over: UTS #46 and IDNA cost more than the rest of ingest. Refusals are not cached
+# (lru_cache keeps only returns); the size bounds the memory a flood of distinct hosts can take.
+@functools.lru_cache(maxsize=4096)
+def _normalize_host_cached(text: str) -> tuple[str, IPAddress | None]:
     if text.startswith("[") and text.endswith("]"):
         ip6 = _parse_ipv6_literal(text[1:-1])
         return str(ip6), ip6

@@ -31,18 +31,39 @@ _VALID = re.compile(r"^[A-Za-z0-9._/-]+$")
 _HOSTILE = re.compile(r"[\x00-\x1f\x7f-\x9f\\%\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
+# Already safe: nothing below would change it (no unsafe character, no "..", no leading dot or
+# dash, no trailing dot), the common case for trace ids and source systems.
+_ALREADY_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
 def safe_segment(text: str, limit: int, fallback: str = "_") -> str:
+    if len(text) <= limit and _ALREADY_SAFE.fullmatch(text) and ".." not in text and text[-1] != ".":
+        return text
     cleaned = _DOTS.sub(".", _UNSAFE.sub("_", text)).lstrip(".-")[:limit].rstrip(".")
     return cleaned or fallback
 
 
 def file_name(url: str) -> str:
     """The URL's last path segment, decoded and made safe; ``attachment`` when there is none."""
+    return safe_segment(unquote(posixpath.basename(url_path(url))), 120, "attachment")
+
+
+# ``scheme://netloc/path`` with an ASCII netloc: the path urlsplit would return, found by one
+# regex match. Anything else (spaces or controls, which urlsplit strips; brackets and non-ASCII
+# hosts, which it checks and may refuse; no authority) goes through urlsplit itself.
+_PLAIN_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#\[\]]*)(/[^?#]*)?(?=[?#]|\Z)")
+_C0_OR_SPACE = re.compile(r"[\x00-\x20]")
+
+
+def url_path(url: str) -> str:
+    """``urlsplit(url).path``, or "" for a URL urlsplit refuses."""
+    m = _PLAIN_URL.match(url)
+    if m and m.group(1).isascii() and not _C0_OR_SPACE.search(url):
+        return m.group(2) or ""
     try:
-        path = urlsplit(url).path
+        return urlsplit(url).path
     except ValueError:
-        path = ""
-    return safe_segment(unquote(posixpath.basename(path)), 120, "attachment")
+        return ""
 
 
 def blob_path(task_id: str, trace_id: str, url: str, source_system: str, when: datetime) -> str:
@@ -50,7 +71,7 @@ def blob_path(task_id: str, trace_id: str, url: str, source_system: str, when: d
     path = "/".join(
         (
             safe_segment(source_system, 64, "unknown"),
-            f"{day:%Y/%m/%d}",
+            _day_folder(day),
             safe_segment(trace_id, 128),
             f"{task_id}-{file_name(url)}",
         )
@@ -58,6 +79,12 @@ def blob_path(task_id: str, trace_id: str, url: str, source_system: str, when: d
     if not is_valid(path):  # pragma: no cover - guarded by construction; a bug if reached
         raise ValueError(f"constructed an invalid blob path for task {task_id}")
     return path
+
+
+def _day_folder(day: datetime) -> str:
+    if day.year < 1000:  # strftime does not pad such years; keep its spelling
+        return f"{day:%Y/%m/%d}"
+    return f"{day.year}/{day.month:02d}/{day.day:02d}"
 
 
 def is_valid(path: str) -> bool:

@@ -31,6 +31,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -42,6 +43,7 @@ from kafkapipe.errors import ErrorCategory
 from kafkapipe.exitcodes import EXIT_FAILURE, EXIT_OK
 from kafkapipe.kafka.deadletter import fit, output_size, raw_dead_letter, reason_of
 from kafkapipe.kafka.errors import ClientErrors, classify
+from kafkapipe.kafka.loopmetrics import LoopMetrics
 from kafkapipe.kafka.offsets import OffsetTracker, TopicPartitionKey
 from kafkapipe.kafka.records import Output
 
@@ -189,6 +191,7 @@ class ConsumeLoop:
         self._attempts = 0
         self._last_beat = 0.0
         self._last_lag = 0.0
+        self._metrics = LoopMetrics(stage.name)
 
     # ---------------------------------------------------------------- public
 
@@ -229,6 +232,8 @@ class ConsumeLoop:
             messages = self._rewind_unpaused(messages)
         good = [m for m in messages if self._accept(m)]
         if good:
+            for topic, count in Counter(m.topic() for m in good).items():
+                self._metrics.consumed(topic, count)
             self._dispatch(good)
         self._settle()
         self._maybe_report_lag(now)
@@ -251,8 +256,6 @@ class ConsumeLoop:
         self.tracker.start(key, msg.offset())
         self._attempts += 1
         self._work[(msg.topic(), msg.partition(), msg.offset())] = _Work(msg, time.monotonic(), self._attempts)
-        metrics.MESSAGES_CONSUMED.labels(self.stage.name, msg.topic()).inc()
-        metrics.IN_FLIGHT.labels(self.stage.name).set(len(self._work))
         return True
 
     # ------------------------------------------------------- containment
@@ -304,6 +307,8 @@ class ConsumeLoop:
         if self.producer is not None:
             self.producer.poll(0)
         self._store()
+        self._metrics.flush()
+        self._metrics.in_flight(len(self._work))
 
     def _apply_completions(self) -> None:
         while True:
@@ -382,7 +387,7 @@ class ConsumeLoop:
             if err is not None:
                 self._undelivered(ident, work, out, err)
                 return
-            metrics.MESSAGES_PRODUCED.labels(self.stage.name, topic).inc()
+            self._metrics.produced(topic)
             if work is None:
                 return
             work.pending_acks -= 1
@@ -430,8 +435,7 @@ class ConsumeLoop:
         if work is None:
             return
         self.tracker.finish((ident[0], ident[1]), ident[2])
-        metrics.PROCESSING_SECONDS.labels(self.stage.name).observe(time.monotonic() - work.started)
-        metrics.IN_FLIGHT.labels(self.stage.name).set(len(self._work))
+        self._metrics.processing(time.monotonic() - work.started)
 
     def _store(self, keys: list[TopicPartitionKey] | None = None) -> None:
         pending = self.tracker.to_store(keys)

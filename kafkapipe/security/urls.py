@@ -48,6 +48,7 @@ reason that never contains the path or query string.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -301,6 +302,15 @@ def _embedding_name(ip: IPAddress) -> str:
 # --- the parser ---
 
 
+# Whitespace, controls (C0, DEL, C1), the Unicode line/paragraph separators, BOM, backslash:
+# one regex scan instead of a Python loop per character; the first one found decides the reason.
+_BAD_CHAR = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029\ufeff\\\\]")
+
+
+_SCHEME = re.compile(r"[A-Za-z0-9+.-]+")
+_AUTHORITY_END = re.compile(r"[/?#]")
+
+
 def _split(url: str, schemes: frozenset[str]) -> tuple[str, str, str, str | None]:
     """``scheme://authority/path?query#fragment`` → (scheme, authority, path, query)."""
     if not isinstance(url, str):
@@ -309,23 +319,23 @@ def _split(url: str, schemes: frozenset[str]) -> tuple[str, str, str, str | None
         raise ValidationError("empty URL")
     if len(url) > MAX_URL_LENGTH:
         raise ValidationError(f"URL longer than {MAX_URL_LENGTH} characters")
-    for ch in url:
-        if ch <= " " or ch == "\x7f" or "\x80" <= ch <= "\x9f" or ch in "\u2028\u2029\ufeff":
-            raise ValidationError("URL contains whitespace or a control character")
-        if ch == "\\":
+    bad = _BAD_CHAR.search(url)
+    if bad:
+        if bad.group() == "\\":
             raise ValidationError("URL contains a backslash")
+        raise ValidationError("URL contains whitespace or a control character")
     scheme, sep, rest = url.partition(":")
     if not sep or not scheme or not scheme[0].isascii() or not scheme[0].isalpha():
         raise ValidationError("URL has no scheme")
-    if not all(c.isascii() and (c.isalnum() or c in "+-.") for c in scheme):
+    if not _SCHEME.fullmatch(scheme):
         raise ValidationError("URL has an invalid scheme")
     if scheme.lower() not in schemes:
         raise ValidationError(f"scheme {scheme.lower()!r} not allowed")
     if not rest.startswith("//"):
         raise ValidationError("URL has no authority (expected scheme://host)")
     rest = rest[2:]
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, rest = rest[:end], rest[end:]
+    end = _AUTHORITY_END.search(rest)
+    authority, rest = (rest[:end.start()], rest[end.start():]) if end else (rest, "")
     rest = rest.partition("#")[0]
     path, qsep, query = rest.partition("?")
     return scheme.lower(), authority, path or "/", query if qsep else None
@@ -375,6 +385,10 @@ def _parse_port(text: str | None, scheme: str) -> int:
     return port
 
 
+_UNJUDGED = object()
+_HOST_VERDICTS = 4096
+
+
 class UrlValidator:
     """Static and resolved checks over one :class:`DownloadConfig`; thread-safe (immutable).
 
@@ -391,6 +405,9 @@ class UrlValidator:
         self._allow_nets = tuple(ipaddress.ip_network(c, strict=False) for c in config.allow_cidrs)
         self._hosts = frozenset(_config_host(h) for h in config.allowed_hosts)
         self._suffixes = tuple(_config_suffix(s) for s in config.allowed_host_suffixes)
+        # Host → refusal (None: allowed). The key is the normalised host, whose spelling also
+        # tells an IP literal (canonical form) from a name; dict reads and writes are atomic.
+        self._host_refusals: dict[str, str | None] = {}
 
     @property
     def open_host_list(self) -> bool:
@@ -456,6 +473,24 @@ class UrlValidator:
             raise ValidationError(f"{where} a denied {reason} {ip}")
 
     def _check_host_allowed(self, host: str, ip: IPAddress | None) -> None:
+        refusal = self._host_refusals.get(host, _UNJUDGED)
+        if refusal is _UNJUDGED:
+            refusal = self._judge_host(host, ip)
+            if len(self._host_refusals) >= _HOST_VERDICTS:
+                self._host_refusals.clear()  # bounded: a flood of distinct hosts costs a re-judgement, not memory
+            self._host_refusals[host] = refusal
+        if refusal is not None:
+            raise ValidationError(refusal)
+
+    def _judge_host(self, host: str, ip: IPAddress | None) -> str | None:
+        """Why ``host`` is refused by the name lists, or None; a function of the host and the config only."""
+        try:
+            self._host_allowed(host, ip)
+        except ValidationError as exc:
+            return exc.message
+        return None
+
+    def _host_allowed(self, host: str, ip: IPAddress | None) -> None:
         if host in self._hosts:
             return
         if ip is None and (host in DENIED_NAMES or host.endswith(DENIED_NAME_SUFFIXES)):

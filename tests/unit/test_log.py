@@ -9,6 +9,8 @@ import os
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kafkapipe import log as klog
 
@@ -222,3 +224,28 @@ def test_bad_log_arguments_do_not_raise(capture):
     logging.getLogger("kafkapipe.test").info("needs two %s %s", "one")
     (line,) = capture()
     assert "bad log arguments" in line["msg"]
+
+
+_FRAGMENTS = st.sampled_from([
+    "https://", "HTTP://", "://", "h.example.com", "/a/b.pdf", "?", "&", "#", "=", "%3D", "%253d", "%26", "%3f", '"',
+    "'", ":", " ", "\n", "\t", "@", "user:pw@", "sig", "SIG", "signature", "X-Amz-Signature", "code", "key", "token",
+    "password", "Authorization", "cookie", "bearer ", "Basic ", "SharedKey ", "eyJhbGciOi", ".eyJzdWIi", ".sig",
+    "abc", "503", "error code=503", "\u212a", "\u017f", "\u0130", "<redacted>", "AccountKey", "x-api-key",
+])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_FRAGMENTS | st.text(max_size=6), max_size=14).map("".join))
+def test_scrub_precheck_changes_nothing(text: str) -> None:
+    assert klog.scrub(text) == klog.scrub_all(text)
+
+
+def test_line_handler_writes_what_the_stock_handler_writes() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "stored %s", ("https://h/a?sig=1",), None)
+    stock, ours = io.StringIO(), io.StringIO()
+    for stream, cls in ((stock, logging.StreamHandler), (ours, klog.LineHandler)):
+        handler = cls(stream)
+        handler.setFormatter(klog.TextFormatter())
+        handler.addFilter(klog.ScrubFilter())
+        handler.handle(logging.makeLogRecord(record.__dict__))
+    assert ours.getvalue() == stock.getvalue() and "sig=1" not in ours.getvalue()

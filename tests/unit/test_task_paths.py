@@ -111,3 +111,32 @@ def test_the_stored_name_takes_the_detected_types_extension(blob_path: str, exte
 def test_stored_path_takes_only_a_plain_extension(extension: str) -> None:
     with pytest.raises(ValueError):
         paths.stored_path("x/t-a.pdf", extension)
+
+
+URL_PARTS = st.sampled_from(["http", "HTTPS", "x-y+z.a", "1http", "", ":", "//", "/", "?", "#", "[", "]", "::1", "@",
+                             "h.example.com", "ü", " ", "\t", "\x00", "\x7f", "%2e%2e", "a b", "invoice.pdf", ":80"])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(URL_PARTS, max_size=10).map("".join) | st.text(max_size=40))
+def test_url_path_is_what_urlsplit_says(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        expected = urlsplit(url).path
+    except ValueError:
+        expected = ""
+    assert paths.url_path(url) == expected
+
+
+@pytest.mark.parametrize("year", [1, 999, 1000, 2026, 9999])
+def test_day_folder_spelled_as_strftime(year: int) -> None:
+    day = datetime(year, 2, 3, tzinfo=UTC)
+    assert paths.blob_path("t", "trace", URL, "xact", day).split("/")[1:4] == f"{day:%Y/%m/%d}".split("/")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aZ09._-/ \u00e9%"), max_size=12), st.integers(1, 8))
+def test_safe_segment_fast_path_changes_nothing(text: str, limit: int) -> None:
+    cleaned = paths._DOTS.sub(".", paths._UNSAFE.sub("_", text)).lstrip(".-")[:limit].rstrip(".")
+    assert paths.safe_segment(text, limit) == (cleaned or "_")
