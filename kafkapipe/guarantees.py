@@ -47,7 +47,9 @@ def _never(value: Any) -> bool:
 def _at_most(limit: int) -> Callable[[Any], bool]:
     def check(value: Any) -> bool:
         text = _text(value)
-        return text.lstrip("-").isdigit() and int(text) <= limit
+        # isascii: "¹" and other Unicode digits pass isdigit() but are no number to int().
+        digits = text.lstrip("-")
+        return digits.isascii() and digits.isdigit() and int(text) <= limit
 
     return check
 

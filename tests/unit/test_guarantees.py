@@ -112,3 +112,9 @@ def test_acks_is_accepted_only_as_all_or_minus_one(value):
         assert str(value).strip().lower() not in {"all", "-1"}
     else:
         assert str(value).strip().lower() in {"all", "-1"}
+
+
+@pytest.mark.parametrize("value", ["¹", "٣", "-²"])
+def test_unicode_digits_are_refused_not_crashed_on(value):
+    with pytest.raises(ConfigError, match="max.in.flight"):
+        cfg.from_mapping({"kafka": {"producer": {"max.in.flight.requests.per.connection": value}}}, "t.toml")
