@@ -1,7 +1,7 @@
 """Where the command line finds its configuration and its version when not told.
 
 ``--config`` wins; then ``$KAFKAPIPE_CONFIG``; then ``/etc/kafkapipe/pipeline.toml``
-(CONTRACT §6). A missing file is an error naming every place looked at, never a silent
+(docs/contract.md §6). A missing file is an error naming every place looked at, never a silent
 fall-back to the built-in defaults.
 """
 

@@ -1,7 +1,7 @@
 """One legacy retry-queue row → the DownloadTask it stands for, or the reason it cannot be one.
 
 The task is built exactly as ingest builds one (``messages.make_task_id``, ``paths.blob_path``),
-so a migrated task and the same attachment arriving as a fresh event are one task (CONTRACT §2).
+so a migrated task and the same attachment arriving as a fresh event are one task (docs/contract.md §2).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def count(value: Any, column: str) -> int:
 
 
 def moment(value: Any, column: str) -> datetime | None:
-    """A timestamp column: Arrow timestamps with a zone, or RFC 3339 text with an offset (CONTRACT §1)."""
+    """A timestamp column: Arrow timestamps with a zone, or RFC 3339 text with an offset (docs/contract.md §1)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, datetime):

@@ -1,4 +1,4 @@
-"""Where a migrated task goes (CONTRACT §3 applied to a legacy row), in one place.
+"""Where a migrated task goes (docs/contract.md §3 applied to a legacy row), in one place.
 
 - the presigned URL has expired → DLQ, ``expired`` (a replay with a fresh URL is the way out);
 - retries used up (``retry_count`` ≥ the number of retry topics) → DLQ, ``permanent``, legacy error;

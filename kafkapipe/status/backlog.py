@@ -4,7 +4,7 @@ Backlog per topic is the sum over partitions of the high watermark minus the sta
 committed offset (the low watermark when it has none): messages not yet done. The retry topics
 are not backlog: their messages wait on purpose, so they are shown as waiting, with the due
 time of the first message after each partition's committed offset (due times rise along a
-retry partition, CONTRACT §3), the oldest over the topic. The rate is what arrived in the last
+retry partition, docs/contract.md §3), the oldest over the topic. The rate is what arrived in the last
 minute: the high watermark minus the first offset written since (``offsets_for_times``). DLQ sizes are unacknowledged
 entries (after the review group's mark, see :mod:`kafkapipe.dlq.reading`) and all entries.
 """

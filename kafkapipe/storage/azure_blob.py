@@ -121,7 +121,7 @@ def classify(
     retry_after: float | None = None,
     request_id: str = "",
 ) -> PipelineError:
-    """The categorised error for an Azure reply (REFERENCE: x-ms-error-code).
+    """The categorised error for an Azure reply (by its x-ms-error-code, as the Blob service documents it).
 
     The message ends with the service's request id, which Azure support asks for.
     """

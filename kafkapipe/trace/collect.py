@@ -1,7 +1,7 @@
 """Gathering one claim's records: the inventory (``by_trace``), the retry topics, both DLQs.
 
 Topics are read with the DLQ tool's bounded, assign-only :class:`~kafkapipe.dlq.reading.Reader`
-and matched by the ``trace_id`` header every stage writes (CONTRACT §2). The retry topics are
+and matched by the ``trace_id`` header every stage writes (docs/contract.md §2). The retry topics are
 read only from ``now - window`` on: a retry record older than its longest delay has been moved
 on already. Both DLQs are read whole, acknowledged entries included.
 """

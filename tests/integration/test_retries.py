@@ -1,4 +1,4 @@
-"""Failure routing on the real broker (CONTRACT §3): retries through the delay topics, dead
+"""Failure routing on the real broker (docs/contract.md §3): retries through the delay topics, dead
 letters, the per-host circuit, and replay of dead letters once the cause is fixed.
 
 Every stage runs as a real `kafkapipe worker` process against a fault-injecting HTTP server.
