@@ -18,18 +18,8 @@ PDF = b"%PDF-1.7\n" + b"circuit " * 200
 
 
 @pytest.fixture
-def make_pipeline(tmp_path, kafka_bootstrap, kafka_admin, unique_name):
-    made = []
-
-    def make(server, overrides=None):
-        pipe = Pipeline(tmp_path, kafka_bootstrap, unique_name("circuit"), server.port, overrides)
-        pipe.create_topics(kafka_admin)
-        made.append(pipe)
-        return pipe
-
-    yield make
-    for pipe in made:
-        pipe.stop()
+def make_pipeline(pipeline_factory):
+    return pipeline_factory("circuit")
 
 
 def per_task(pipe: Pipeline, topic: str) -> tuple[Counter, list[dict]]:

@@ -10,7 +10,7 @@ import hashlib
 import orjson
 import pytest
 from kafkahelpers import wait_for
-from pipelinehelpers import Pipeline, event
+from pipelinehelpers import event
 
 ALL_STAGES = ("ingest", "download", "delay", "results")
 PDF = b"%PDF-1.7\n" + b"hold me " * 200
@@ -19,18 +19,8 @@ EXPIRED_QUERY = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Date=20200101T000000Z&X-
 
 
 @pytest.fixture
-def make_pipeline(tmp_path, kafka_bootstrap, kafka_admin, unique_name):
-    made = []
-
-    def make(server, overrides=None):
-        pipe = Pipeline(tmp_path, kafka_bootstrap, unique_name("hold"), server.port, overrides)
-        pipe.create_topics(kafka_admin)
-        made.append(pipe)
-        return pipe
-
-    yield make
-    for pipe in made:
-        pipe.stop()
+def make_pipeline(pipeline_factory):
+    return pipeline_factory("hold")
 
 
 def test_unwritable_local_storage_holds_the_task_until_fixed(make_pipeline, fault_server):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 import pytest
 from kafkahelpers import wait_for
-from pipelinehelpers import Pipeline, event
+from pipelinehelpers import event
 
 from kafkapipe.kafka.clients import header_map
 from tests.integration.httpfaults import FaultServer
@@ -19,18 +19,8 @@ PDF = b"%PDF-1.7\n" + b"retry me " * 200
 
 
 @pytest.fixture
-def make_pipeline(tmp_path, kafka_bootstrap, kafka_admin, unique_name):
-    made = []
-
-    def make(server, overrides=None):
-        pipe = Pipeline(tmp_path, kafka_bootstrap, unique_name("retry"), server.port, overrides)
-        pipe.create_topics(kafka_admin)
-        made.append(pipe)
-        return pipe
-
-    yield make
-    for pipe in made:
-        pipe.stop()
+def make_pipeline(pipeline_factory):
+    return pipeline_factory("retry")
 
 
 def read_results(pipe, count):
