@@ -76,3 +76,23 @@ HOLDING = Gauge(
     "kafkapipe_holding", "1 while a stage holds its work, by kind: auth, storage, inventory, broker",
     ["stage", "reason"], multiprocess_mode="livemax",
 )
+# The delay stage's backlog is retries waiting for their due time, not work falling behind: kept
+# apart from kafkapipe_consumer_lag so a growing backlog alert never fires on planned waits.
+RETRY_WAITING = Gauge(
+    "kafkapipe_retry_waiting", "Messages on a retry partition not yet forwarded (most wait for their due time)",
+    ["topic", "partition"], multiprocess_mode="livesum",
+)
+# Per worker process (the pid label comes from the multiprocess "liveall" mode): prometheus_client's
+# own process collector reads only the scraping process, the supervisor.
+PROCESS_CPU = Gauge(
+    "kafkapipe_process_cpu_seconds", "User and system CPU seconds of a worker process", ["stage"],
+    multiprocess_mode="liveall",
+)
+PROCESS_RSS = Gauge(
+    "kafkapipe_process_resident_memory_bytes", "Resident memory of a worker process", ["stage"],
+    multiprocess_mode="liveall",
+)
+BUILD_INFO = Gauge(
+    "kafkapipe_build_info", "1, labelled with the running kafkapipe and Python versions", ["version", "python"],
+    multiprocess_mode="livemax",
+)

@@ -76,6 +76,9 @@ def run_worker(config: Config, stage: str, control: WorkerControl) -> int:
     # What boot allocated (modules, config, clients) lives as long as the process: out of the
     # collector's sight, the full collections that per-message garbage triggers stay short.
     gc.freeze()
+    from kafkapipe.processmetrics import announce_build
+
+    announce_build()
     return runner.run()
 
 

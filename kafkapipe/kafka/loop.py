@@ -38,7 +38,7 @@ from typing import Protocol
 import attrs
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from kafkapipe import metrics
+from kafkapipe import metrics, processmetrics
 from kafkapipe.errors import ErrorCategory
 from kafkapipe.exitcodes import EXIT_FAILURE, EXIT_OK
 from kafkapipe.kafka.deadletter import fit, output_size, raw_dead_letter, reason_of
@@ -124,7 +124,8 @@ class Stage(Protocol):
     def handle(self, messages: list[Message], complete: Complete) -> None: ...
 
     # Optional: ``revoked(keys)`` is called first thing when partitions are revoked or lost,
-    # so work queued for them can be given up (answered with :class:`Release`).
+    # so work queued for them can be given up (answered with :class:`Release`); a true
+    # ``lag_is_waiting`` reports the backlog as messages waiting (kafkapipe_retry_waiting), not lag.
 
     def hold(self) -> float:
         """Seconds every partition should stay paused (0: none), e.g. downstream lag."""
@@ -672,9 +673,12 @@ class ConsumeLoop:
             self.control.heartbeat()
 
     def _maybe_report_lag(self, now: float) -> None:
-        if now - self._last_lag < LAG_EVERY or not self._assigned:
+        if now - self._last_lag < LAG_EVERY:
             return
         self._last_lag = now
+        processmetrics.sample(self.stage.name)
+        if not self._assigned:
+            return
         tps = [TopicPartition(t, p) for t, p in self._assigned]
         try:
             positions = self.consumer.position(tps)
@@ -687,7 +691,10 @@ class ConsumeLoop:
                 continue
             if tp.offset >= 0 and high >= 0:
                 lag = max(0, high - tp.offset)
-                metrics.CONSUMER_LAG.labels(self.stage.name, tp.topic, str(tp.partition)).set(lag)
+                if getattr(self.stage, "lag_is_waiting", False):  # retries before their due time
+                    metrics.RETRY_WAITING.labels(tp.topic, str(tp.partition)).set(lag)
+                else:
+                    metrics.CONSUMER_LAG.labels(self.stage.name, tp.topic, str(tp.partition)).set(lag)
 
 
 def _fmt(keys: list[TopicPartitionKey]) -> str:

@@ -49,6 +49,8 @@ def due_time(msg: Message) -> float:
 
 class DelayStage:
     name = "delay"
+    # Its backlog is retries waiting to be due: reported as kafkapipe_retry_waiting, not lag.
+    lag_is_waiting = True
     max_batch = 500
     batch_timeout = 1.0
 

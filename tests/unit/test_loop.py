@@ -448,3 +448,27 @@ def test_a_transient_kafka_error_is_waited_out():
     consumer.add(T, 0)
     spin(loop, 2)
     assert loop._fatal is None and consumer.stored[P0] == 1
+
+
+# ----------------------------------------------------------------------------- metrics
+@pytest.mark.parametrize("waiting", [False, True])
+def test_a_waiting_stages_backlog_is_reported_as_retry_waiting_not_lag(waiting, monkeypatch):
+    stage = ScriptedStage(hold_back=True)
+    stage.lag_is_waiting = waiting
+    loop, consumer, _producer, _ = make(stage)
+    for _ in range(3):
+        consumer.add(T, 0)
+    consumer.assign(P0)
+    spin(loop, 1)
+    now = loopmod.time.monotonic()
+    monkeypatch.setattr(loopmod.time, "monotonic", lambda: now + loopmod.LAG_EVERY + 1)
+    lag = metrics.CONSUMER_LAG.labels("scripted", T, "0")
+    waiting_gauge = metrics.RETRY_WAITING.labels(T, "0")
+    lag.set(-1)
+    waiting_gauge.set(-1)
+    spin(loop, 1)
+    reported, untouched = (waiting_gauge, lag) if waiting else (lag, waiting_gauge)
+    assert reported._value.get() == 3 - consumer.position_of.get(P0, 0)
+    assert untouched._value.get() == -1
+    assert metrics.PROCESS_RSS.labels("scripted")._value.get() > 0
+    assert metrics.PROCESS_CPU.labels("scripted")._value.get() > 0
