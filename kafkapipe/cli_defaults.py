@@ -8,6 +8,7 @@ fall-back to the built-in defaults.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
@@ -18,7 +19,7 @@ SYSTEM_CONFIG = Path("/etc/kafkapipe/pipeline.toml")
 CONFIG_HELP = f"pipeline TOML file (default: ${CONFIG_ENV}, then {SYSTEM_CONFIG})"
 
 
-def config_path(given: str | None, environ: dict[str, str] | None = None) -> str:
+def config_path(given: str | None, environ: Mapping[str, str] | None = None) -> str:
     if given:
         return given
     environ = os.environ if environ is None else environ

@@ -316,8 +316,8 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
-        entry = _scrub_value(entry)  # context values too: a URL bound by a caller
-        return json_text(entry, default=str)
+        scrubbed = _scrub_value(entry)  # context values too: a URL bound by a caller
+        return json_text(scrubbed, default=str)
 
 
 class TextFormatter(logging.Formatter):

@@ -60,6 +60,10 @@ def parse_ts(text: str, name: str = "timestamp") -> datetime:
     return value
 
 
+@overload
+def truncate(text: str, limit: int) -> str: ...
+@overload
+def truncate(text: str | None, limit: int) -> str | None: ...
 def truncate(text: str | None, limit: int) -> str | None:
     if text is None or len(text) <= limit:
         return text

@@ -21,6 +21,7 @@ from kafkapipe.dlq.errors import EXIT_OK, UsageError
 from kafkapipe.dlq.reading import Reader, review_group
 from kafkapipe.dlq.replaylog import ReplayMark, mark_for
 from kafkapipe.dlq.selection import Selection
+from kafkapipe.kafka.clients import offset_of
 
 _COORDINATE = re.compile(r"^(\d+):(\d+)$")
 
@@ -95,7 +96,7 @@ def _prefix_targets(
         target = end
         for msg in reader.scan(topic, partition, start, end):
             if not matches(decode(msg, event)):
-                target = msg.offset()
+                target = offset_of(msg)
                 out.write(f"{topic}[{partition}]: stopping at {partition}:{target}, which is not selected\n")
                 break
         if target > start:

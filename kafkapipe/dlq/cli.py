@@ -61,7 +61,8 @@ def add_subcommands(parser: argparse.ArgumentParser, with_config: WithConfig = _
     _ack_arguments(add("ack", "mark dead letters as reviewed"))
 
 
-def _events_flag(parser: argparse.ArgumentParser) -> None:
+def _events_flag(parser: argparse._ActionsContainer) -> None:
+    """On a parser, or on a mutually exclusive group of one."""
     parser.add_argument("--events", action="store_true", help="the events DLQ (ingest's) instead of the downloads DLQ")
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import cast
 from urllib.parse import urlsplit
 
 from attrs import frozen
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
+from kafkapipe.kafka.clients import offset_of, partition_of
 from kafkapipe.messages import FailedDownload, InvalidMessage, loads
 
 UNDECODABLE = "undecodable"
@@ -100,21 +102,22 @@ def decode(msg: Message, event: bool = False) -> DeadLetter:
     """One record of the downloads DLQ, or with ``event`` of the events DLQ (kept as raw bytes)."""
     kind, stamp = msg.timestamp()
     key = msg.key()
+    value = msg.value()
     failed, error = None, None
     try:
-        if msg.value() is None:
+        if value is None:
             raise InvalidMessage("empty message (no value)")
         if not event:
-            failed = loads(msg.value(), FailedDownload)
+            failed = loads(value, FailedDownload)
     except InvalidMessage as exc:
         error = str(exc)
     return DeadLetter(
-        partition=msg.partition(),
-        offset=msg.offset(),
+        partition=partition_of(msg)[1],
+        offset=offset_of(msg),
         timestamp_ms=stamp if kind != TIMESTAMP_NOT_AVAILABLE and stamp >= 0 else None,
         key=key.decode("utf-8", "replace") if key is not None else None,
-        headers=_header_map(msg.headers()),
-        value=msg.value(),
+        headers=_header_map(cast(list | None, msg.headers())),  # a consumed message's headers are a list
+        value=value,
         failed=failed,
         error=error,
         event=event,

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from kafkapipe.config import Config
 from kafkapipe.dlq.entries import DeadLetter, decode
 from kafkapipe.dlq.errors import DlqError
-from kafkapipe.kafka.clients import group_id, make_consumer
+from kafkapipe.kafka.clients import group_id, make_consumer, offset_of
 from kafkapipe.resilience import backoff
 
 log = logging.getLogger("kafkapipe.dlq")
@@ -192,17 +192,19 @@ class Reader:
                 if time.monotonic() - last_progress > self.timeout:
                     raise DlqError(f"no progress reading {topic}[{partition}] for {self.timeout:g}s")
                 continue
-            if msg.error() is not None:
-                if _reached_end(msg, topic, partition):
+            error = msg.error()
+            if error is not None:
+                if _reached_end(msg, error, topic, partition):
                     return
                 continue
             if (msg.topic(), msg.partition()) != (topic, partition):
                 continue  # left over from a previous assignment
-            if msg.offset() >= end:
+            offset = offset_of(msg)
+            if offset >= end:
                 return
             last_progress = time.monotonic()
             yield msg
-            if msg.offset() >= end - 1:
+            if offset >= end - 1:
                 return
 
     def dead_letters(self, include_acked: bool, topic: str | None = None) -> Iterator[DeadLetter]:
@@ -224,9 +226,8 @@ class Reader:
         return None
 
 
-def _reached_end(msg: Message, topic: str, partition: int) -> bool:
-    """For a message carrying an error: the end of the partition being read, a passing error, or a DlqError."""
-    error = msg.error()
+def _reached_end(msg: Message, error: KafkaError, topic: str, partition: int) -> bool:
+    """For a message carrying ``error``: the end of the partition being read, a passing error, or a DlqError."""
     if error.code() == KafkaError._PARTITION_EOF:
         return (msg.topic(), msg.partition()) == (topic, partition)
     if error.code() in _PASSING or (error.retriable() and not error.fatal()):

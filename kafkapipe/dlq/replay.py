@@ -117,7 +117,9 @@ def _select(
         elif mark_for(entry, marks) is not None:
             counts["already_replayed"] += 1
         elif entry.replay_id in chosen or args.limit is None or len(chosen) < args.limit:
-            chosen.setdefault(entry.replay_id, []).append(entry)
+            replay_id = entry.replay_id
+            assert replay_id is not None  # a replayable entry has one: its task id, or its coordinate
+            chosen.setdefault(replay_id, []).append(entry)
     return chosen, seen
 
 
@@ -214,9 +216,9 @@ def _write_outcome(
 def _audited(selection: Selection, args: argparse.Namespace) -> dict[str, object]:
     """What the operator asked to replay, for the audit line."""
     given = selection.describe()
-    requested = given.pop("task_ids", None)
-    if requested is not None:
-        given["requested_task_ids"] = requested[:AUDIT_MAX_IDS]
+    given.pop("task_ids", None)
+    if selection.task_ids:  # what describe() gave as task_ids
+        given["requested_task_ids"] = list(selection.task_ids[:AUDIT_MAX_IDS])
     names = [k for k in ("task_ids", "category", "since", "trace_id", "host") if k in selection.describe()]
     kind = "all_entries" if not names else names[0] if len(names) == 1 else "filters"
     return {"selection": kind, "include_acked": args.all, "limit": args.limit, **given}

@@ -97,7 +97,8 @@ def read_marks(reader: Reader, dlq_topic: str | None = None) -> dict[str, Replay
     for partition, start, end in reader.ranges(topic, include_acked=True):
         for msg in reader.scan(topic, partition, start, end):
             key = (msg.key() or b"").decode("utf-8", "replace")
-            mark = ReplayMark.decode(msg.value()) if msg.value() is not None else None
+            value = msg.value()
+            mark = ReplayMark.decode(value) if value is not None else None
             if mark is None:
                 marks.pop(key, None)
             else:

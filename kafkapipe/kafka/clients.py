@@ -121,6 +121,13 @@ def partition_of(msg: Message) -> tuple[str, int]:
     return cast(str, msg.topic()), cast(int, msg.partition())
 
 
+def offset_of(msg: Message) -> int:
+    """The offset of a consumed message: set on every message without an error."""
+    offset = msg.offset()
+    assert offset is not None, "a consumed message without an error has an offset"
+    return offset
+
+
 def header_map(raw: Any) -> dict[str, str]:
     result: dict[str, str] = {}
     for key, value in raw or []:

@@ -41,6 +41,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from kafkapipe import metrics, processmetrics
 from kafkapipe.errors import ErrorCategory
 from kafkapipe.exitcodes import EXIT_FAILURE, EXIT_OK
+from kafkapipe.kafka.clients import offset_of, partition_of
 from kafkapipe.kafka.deadletter import fit, output_size, raw_dead_letter, reason_of
 from kafkapipe.kafka.errors import ClientErrors, classify
 from kafkapipe.kafka.loopmetrics import LoopMetrics
@@ -146,7 +147,13 @@ class _Work:
 
 
 def _key(msg: Message) -> TopicPartitionKey:
-    return (msg.topic(), msg.partition())
+    return partition_of(msg)
+
+
+def _ident(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed message (one without an error)."""
+    topic, partition = partition_of(msg)
+    return topic, partition, offset_of(msg)
 
 
 class ConsumeLoop:
@@ -233,7 +240,7 @@ class ConsumeLoop:
             messages = self._rewind_unpaused(messages)
         good = [m for m in messages if self._accept(m)]
         if good:
-            for topic, count in Counter(m.topic() for m in good).items():
+            for topic, count in Counter(_key(m)[0] for m in good).items():
                 self._metrics.consumed(topic, count)
             self._dispatch(good)
         self._settle()
@@ -254,9 +261,10 @@ class ConsumeLoop:
         key = _key(msg)
         if not self.tracker.owns(key):  # fetched just before a revoke
             return False
-        self.tracker.start(key, msg.offset())
+        ident = _ident(msg)
+        self.tracker.start(key, ident[2])
         self._attempts += 1
-        self._work[(msg.topic(), msg.partition(), msg.offset())] = _Work(msg, time.monotonic(), self._attempts)
+        self._work[ident] = _Work(msg, time.monotonic(), self._attempts)
         return True
 
     # ------------------------------------------------------- containment
@@ -299,7 +307,7 @@ class ConsumeLoop:
 
     def _current(self, msg: Message) -> _Work | None:
         """The work entry of this very copy of the message, if it is still being worked on."""
-        work = self._work.get((msg.topic(), msg.partition(), msg.offset()))
+        work = self._work.get(_ident(msg))
         return work if work is not None and work.message is msg else None
 
     def _settle(self) -> None:
@@ -320,7 +328,7 @@ class ConsumeLoop:
             self._apply(message, verdict)
 
     def _apply(self, msg: Message, verdict: Verdict) -> None:
-        ident = (msg.topic(), msg.partition(), msg.offset())
+        ident = _ident(msg)
         work = self._current(msg)
         if work is None or work.answered:  # revoked, rewound, re-consumed meanwhile, or answered twice
             return
@@ -369,14 +377,19 @@ class ConsumeLoop:
         return fit(letter, self.max_message_bytes)
 
     def _produce(self, out: Output, callback: Callable) -> None:
+        producer = self.producer
+        assert producer is not None, "a stage without a producer produced outputs"
         while True:
             try:
-                self.producer.produce(
-                    out.topic, value=out.value, key=out.key, headers=out.headers, on_delivery=callback
+                producer.produce(
+                    # The stub types headers as a list of (str, str | bytes | None): invariant, so our
+                    # list of (str, bytes) is refused although produce() only reads it.
+                    out.topic, value=out.value, key=out.key, headers=out.headers,  # type: ignore[arg-type]
+                    on_delivery=callback,
                 )
                 return
             except BufferError:  # local queue full: let deliveries drain
-                self.producer.poll(0.1)
+                producer.poll(0.1)
 
     def _on_delivery(self, ident: tuple[str, int, int], attempt: int, out: Output) -> Callable:
         topic = out.topic
@@ -498,17 +511,18 @@ class ConsumeLoop:
 
     def _defer(self, msg: Message, until: float) -> None:
         key = _key(msg)
-        self.tracker.rewind(key, msg.offset())
-        for ident in [i for i in self._work if (i[0], i[1]) == key and i[2] >= msg.offset()]:
+        offset = offset_of(msg)
+        self.tracker.rewind(key, offset)
+        for ident in [i for i in self._work if (i[0], i[1]) == key and i[2] >= offset]:
             del self._work[ident]
         self._pause([key])
-        self.consumer.seek(TopicPartition(key[0], key[1], msg.offset()))
+        self.consumer.seek(TopicPartition(key[0], key[1], offset))
         delay = max(0.0, until - time.time())
         self._deferred[key] = time.monotonic() + delay
 
     def _release_due(self, now: float) -> None:
-        for key, due in list(self._deferred.items()):
-            if due <= now:
+        for key, resume_at in list(self._deferred.items()):
+            if resume_at <= now:
                 del self._deferred[key]
         due: list[Message] = []
         while self._again and self._again[0][0] <= now:
@@ -545,7 +559,7 @@ class ConsumeLoop:
         for msg in messages:
             key = _key(msg)
             if msg.error() is None and key in self._assigned and key not in self._paused:
-                first.setdefault(key, msg.offset())
+                first.setdefault(key, offset_of(msg))
             else:
                 kept.append(msg)
         if first:
@@ -608,7 +622,7 @@ class ConsumeLoop:
         heapq.heapify(self._again)
         for _, _, msg in dropped:
             if self._current(msg) is not None:
-                del self._work[(msg.topic(), msg.partition(), msg.offset())]
+                del self._work[_ident(msg)]
         metrics.IN_FLIGHT.labels(self.stage.name).set(len(self._work))
 
     def _release(self, keys: list[TopicPartitionKey]) -> None:

@@ -9,15 +9,19 @@ which the loop calls after each poll; what a scrape sees lags by at most one ite
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from kafkapipe import metrics
+
+if TYPE_CHECKING:
+    import prometheus_client
 
 
 class LoopMetrics:
     def __init__(self, stage: str) -> None:
         self.stage = stage
-        self._consumed: dict[str, object] = {}
-        self._produced: dict[str, object] = {}
+        self._consumed: dict[str, prometheus_client.Counter] = {}
+        self._produced: dict[str, prometheus_client.Counter] = {}
         self._pending_produced: Counter[str] = Counter()
         self._in_flight = metrics.IN_FLIGHT.labels(stage)
         self._in_flight_value = -1

@@ -23,6 +23,7 @@ from kafkapipe.dlq.audit import AUDIT, user
 from kafkapipe.dlq.reading import Reader
 from kafkapipe.dlq.sending import Outgoing, deliver
 from kafkapipe.kafka.clients import make_producer
+from kafkapipe.kafka.records import Output
 from kafkapipe.messages import format_ts, utcnow
 from kafkapipe.migrate import migratelog
 from kafkapipe.migrate.legacy import BadRow, LegacyTask, required_columns, task_columns, to_task
@@ -109,15 +110,17 @@ def run(config: Config, uri: str, *, dry_run: bool, since: datetime | None, limi
     return 1 if plan.bad_count or failed else 0
 
 
+def _outgoing(ident: str, out: Output) -> Outgoing:
+    assert isinstance(out.key, str), "the routes key every output by its task id"
+    return Outgoing(ident, out.topic, out.key, out.value, out.headers)
+
+
 def send(config: Config, uri: str, plan: Plan) -> int:
     """Sends every planned task's outputs, then logs the delivered ones; returns how many failed."""
     if not plan.planned:
         return 0
     producer = make_producer(config)
-    messages = [
-        Outgoing(f"{p.task_id}:{i}", o.topic, o.key, o.value, o.headers)
-        for p in plan.planned for i, o in enumerate(p.outputs)
-    ]
+    messages = [_outgoing(f"{p.task_id}:{i}", o) for p in plan.planned for i, o in enumerate(p.outputs)]
     sent = deliver(producer, messages, TIMEOUT)
     delivered = [p for p in plan.planned if all(sent.ok(f"{p.task_id}:{i}") for i in range(len(p.outputs)))]
     at, by = format_ts(utcnow()), user()

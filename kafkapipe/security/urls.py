@@ -47,11 +47,12 @@ reason that never contains the path or query string.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
 import socket
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 from urllib.parse import quote
 
 import attrs
@@ -385,7 +386,13 @@ def _parse_port(text: str | None, scheme: str) -> int:
     return port
 
 
-_UNJUDGED = object()
+class _Unjudged(enum.Enum):
+    """A host with no verdict cached yet (None is a verdict: not refused)."""
+
+    UNJUDGED = enum.auto()
+
+
+_UNJUDGED: Final = _Unjudged.UNJUDGED
 _HOST_VERDICTS = 4096
 
 
