@@ -96,3 +96,9 @@ BUILD_INFO = Gauge(
     "kafkapipe_build_info", "1, labelled with the running kafkapipe and Python versions", ["version", "python"],
     multiprocess_mode="livemax",
 )
+# Refreshed every minute by the delay worker (one broker read for the whole pipeline); livemax
+# because every delay process reports the same figures.
+DLQ_ENTRIES = Gauge(
+    "kafkapipe_dlq_entries", "Dead letters per DLQ topic: unacknowledged (after the review mark) and total",
+    ["topic", "state"], multiprocess_mode="livemax",
+)

@@ -25,6 +25,7 @@ from kafkapipe.config import Config
 from kafkapipe.kafka.clients import group_id, header_map, headers, make_consumer, partition_of
 from kafkapipe.kafka.loop import Complete, Defer, Done, Output
 from kafkapipe.messages import SCHEMA_TASK, DownloadTask, InvalidMessage, loads
+from kafkapipe.stages.dlqgauge import DlqGauge
 from kafkapipe.stages.outcomes import raw_dead_letter
 from kafkapipe.stages.registry import SPECS
 
@@ -68,6 +69,7 @@ class DelayStage:
         self._lag_probe: Consumer | None = None
         self._next_lag_check = 0.0
         self._held = 0.0
+        self._dlq_gauge = DlqGauge(config).start()
 
     def handle(self, messages: list[Message], complete: Complete) -> None:
         now = self._clock()
@@ -127,5 +129,6 @@ class DelayStage:
             return None
 
     def close(self) -> None:
+        self._dlq_gauge.close()
         if self._lag_probe is not None:
             self._lag_probe.close()

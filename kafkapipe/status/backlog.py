@@ -20,6 +20,7 @@ from confluent_kafka import KafkaException
 
 from kafkapipe.config import Config
 from kafkapipe.dlq.reading import Reader
+from kafkapipe.dlq.sizes import DlqSize, dlq_sizes  # noqa: F401 - part of what status reads
 from kafkapipe.kafka.clients import group_id, make_admin
 from kafkapipe.stages.delay import due_time
 
@@ -41,14 +42,6 @@ class StageView:
     group_state: str
     members: int
     topics: tuple[TopicBacklog, ...]
-
-
-@frozen
-class DlqSize:
-    topic: str
-    exists: bool
-    unacknowledged: int = 0
-    total: int = 0
 
 
 def stage_topics(config: Config) -> dict[str, list[str]]:
@@ -113,22 +106,3 @@ def _due(msg) -> datetime | None:
         return datetime.fromtimestamp(due_time(msg), UTC)
     except (ValueError, OverflowError, OSError):
         return None
-
-
-def dlq_sizes(config: Config, timeout: float) -> list[DlqSize]:
-    sizes = []
-    with Reader(config, timeout) as reader:
-        for topic in (config.topics.dlq, config.topics.events_dlq):
-            parts = reader.partitions(topic)
-            if parts is None:
-                sizes.append(DlqSize(topic, exists=False))
-                continue
-            committed = reader.committed(topic, parts)
-            unacked = total = 0
-            for partition in parts:
-                low, high = reader.watermarks(topic, partition)
-                mark = committed.get(partition)
-                total += high - low
-                unacked += high - (low if mark is None else max(low, mark))
-            sizes.append(DlqSize(topic, True, unacked, total))
-    return sizes
