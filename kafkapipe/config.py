@@ -581,6 +581,10 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     dlq: DlqToolConfig = DlqToolConfig()
     migrate: MigrateConfig = MigrateConfig()
+    # Where relative state paths (storage.root, inventory.path, dlq.audit_log,
+    # metrics.multiproc_dir) live; empty means the working directory. Set it, and the service
+    # and every CLI command find the same files from any directory.
+    state_dir: str = ""
     source: str = field(default="<defaults>", eq=False)
 
     def problems(self) -> list[str]:
@@ -687,9 +691,30 @@ def from_mapping(data: dict[str, Any], source: str = "<mapping>") -> Config:
         config = _CONVERTER.structure(data, Config)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
         raise ConfigError(_describe(exc, source)) from None
-    config = attrs.evolve(config, source=source)
+    config = with_state_dir(attrs.evolve(config, source=source))
     config.validate()
     return config
+
+
+def with_state_dir(config: Config) -> Config:
+    """Relative state paths resolved against ``state_dir`` (itself relative to the config file)."""
+    if not config.state_dir:
+        return config
+    base = Path(config.state_dir)
+    if not base.is_absolute() and config.source not in ("<defaults>", "<mapping>"):
+        base = Path(config.source).resolve().parent / base
+
+    def place(path: str) -> str:
+        return path if not path or Path(path).is_absolute() else str(base / path)
+
+    return attrs.evolve(
+        config,
+        state_dir=str(base),
+        storage=attrs.evolve(config.storage, root=place(config.storage.root)),
+        inventory=attrs.evolve(config.inventory, path=place(config.inventory.path)),
+        dlq=attrs.evolve(config.dlq, audit_log=place(config.dlq.audit_log)),
+        metrics=attrs.evolve(config.metrics, multiproc_dir=place(config.metrics.multiproc_dir)),
+    )
 
 
 def _blob_capacity_problems(config: Config) -> list[str]:

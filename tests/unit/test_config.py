@@ -111,3 +111,26 @@ def test_pipeline_toml_documents_every_key_with_its_default():
 
     assert keys(documented) == keys(defaults)
     assert cfg.load(ROOT / "etc" / "pipeline.toml", environ={}) == cfg.Config()
+
+
+def test_state_dir_places_relative_state_paths_wherever_the_command_runs(tmp_path, monkeypatch):
+    config_file = tmp_path / "etc" / "pipeline.toml"
+    config_file.parent.mkdir()
+    config_file.write_text('state_dir = "/var/lib/kp"\n[storage]\nroot = "files"\n[dlq]\naudit_log = "/abs/audit"\n')
+    monkeypatch.chdir("/")
+    config = cfg.load(config_file, environ={})
+    assert config.storage.root == "/var/lib/kp/files"
+    assert config.inventory.path == "/var/lib/kp/var/inventory.sqlite3"
+    assert config.dlq.audit_log == "/abs/audit"  # absolute paths stay
+    assert config.metrics.multiproc_dir == ""  # empty keeps its meaning: a fresh directory
+
+
+def test_a_relative_state_dir_is_taken_from_the_config_files_directory(tmp_path, monkeypatch):
+    config_file = tmp_path / "pipeline.toml"
+    config_file.write_text('state_dir = "state"\n')
+    monkeypatch.chdir("/")
+    assert cfg.load(config_file, environ={}).inventory.path == str(tmp_path / "state" / "var/inventory.sqlite3")
+
+
+def test_without_state_dir_paths_stay_relative_to_the_working_directory():
+    assert cfg.load(None, environ={}).inventory.path == "var/inventory.sqlite3"
