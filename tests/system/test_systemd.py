@@ -194,6 +194,24 @@ def test_service_starts_ready_stores_reloads_scales_and_stops(deployment):
     machine.sh("systemctl kill -s TTIN --kill-whom=main kafkapipe")
     wait_for(lambda: len(machine.workers(main_pid)) == len(before) + 1, 60, "one more worker after TTIN")
 
+    # a rejected config: `systemctl reload` fails (ExecReload checks it first), the workers stay
+    workers = machine.workers(main_pid)
+    machine.sh("cp /etc/kafkapipe/pipeline.toml /tmp/good.toml"
+               " && printf '\\n[stages.download]\\nthreads = 0\\n' >> /etc/kafkapipe/pipeline.toml")
+    out = machine.sh("systemctl reload kafkapipe; echo rc=$?", check=False)
+    assert "rc=0" not in out, (out, machine.journal())
+    assert machine.workers(main_pid) == workers, machine.journal()
+    assert machine.show("kafkapipe", "ActiveState")["ActiveState"] == "active", machine.journal()
+    machine.sh("cp /tmp/good.toml /etc/kafkapipe/pipeline.toml")
+
+    # the supervisor's warnings and errors reach journald at their priority
+    victim = min(workers)
+    machine.sh(f"kill -9 {victim}")
+    wait_for(lambda: len(machine.workers(main_pid)) == len(workers) and victim not in machine.workers(main_pid),
+             60, "the killed worker replaced")
+    warnings = machine.sh("journalctl -u kafkapipe -p warning --no-pager -o cat", check=False)
+    assert str(victim) in warnings, (warnings, machine.journal())
+
     # stop: exit 0 within TimeoutStopSec
     machine.sh("systemctl stop kafkapipe", timeout=60)
     state = machine.show("kafkapipe", "ActiveState", "Result", "ExecMainStatus")
