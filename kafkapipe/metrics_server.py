@@ -114,10 +114,14 @@ class _Loop:
         self._wake_w.close()
 
     def _next_timeout(self) -> float:
+        """Until the earliest connection expires, each by its own limit (at most 1 s)."""
         if not self.conns:
             return 1.0
-        oldest = next(iter(self.conns.values()))
-        return max(0.0, min(1.0, oldest.opened + self.limits.header_timeout - time.monotonic()))
+        earliest = min(conn.opened + self._limit(conn) for conn in self.conns.values())
+        return max(0.0, min(1.0, earliest - time.monotonic()))
+
+    def _limit(self, conn: _Conn) -> float:
+        return self.limits.connection_timeout if conn.answered else self.limits.header_timeout
 
     def _accept(self) -> None:
         while True:
@@ -188,8 +192,7 @@ class _Loop:
 
     def _expire(self, now: float) -> None:
         for conn in list(self.conns.values()):
-            limit = self.limits.connection_timeout if conn.answered else self.limits.header_timeout
-            if now - conn.opened > limit:
+            if now - conn.opened > self._limit(conn):
                 self._close(conn)
 
     def _close(self, conn: _Conn) -> None:

@@ -29,6 +29,9 @@ class DeadLetter:
     failed: FailedDownload | None
     error: str | None = None
     event: bool = False  # from the events DLQ: the original event's bytes, reasons in headers
+    # As the record holds them, for a byte-for-byte replay: ``key`` and ``headers`` are for reading.
+    raw_key: bytes | None = None
+    raw_headers: tuple[tuple[str, bytes | None], ...] = ()
 
     @property
     def coordinate(self) -> str:
@@ -48,6 +51,13 @@ class DeadLetter:
     @property
     def replayable(self) -> bool:
         return self.value is not None if self.event else self.failed is not None
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the value was cut to fit the dead-letter topic: replaying it would send the cut bytes."""
+        return any(k == "truncated" and v == b"true" for k, v in self.raw_headers) or (
+            self.headers.get("truncated") == "true"
+        )
 
     @property
     def trace_id(self) -> str | None:
@@ -103,6 +113,7 @@ def decode(msg: Message, event: bool = False) -> DeadLetter:
     kind, stamp = msg.timestamp()
     key = msg.key()
     value = msg.value()
+    raw = cast(list | None, msg.headers())  # a consumed message's headers are a list
     failed, error = None, None
     try:
         if value is None:
@@ -116,11 +127,13 @@ def decode(msg: Message, event: bool = False) -> DeadLetter:
         offset=offset_of(msg),
         timestamp_ms=stamp if kind != TIMESTAMP_NOT_AVAILABLE and stamp >= 0 else None,
         key=key.decode("utf-8", "replace") if key is not None else None,
-        headers=_header_map(cast(list | None, msg.headers())),  # a consumed message's headers are a list
+        headers=_header_map(raw),
         value=value,
         failed=failed,
         error=error,
         event=event,
+        raw_key=key,
+        raw_headers=tuple((k, v) for k, v in raw or []),
     )
 
 

@@ -7,7 +7,10 @@ A task that has several dead letters in the selection is sent once, from its
 latest one; all of them are recorded in the replay log (see
 :mod:`kafkapipe.dlq.replaylog` for why running ``replay`` twice sends nothing twice).
 With ``--events`` the events DLQ's entries go back to ``topics.events`` byte for byte, with
-their original key and headers (ingest's ``error-*``/``source-*`` headers removed).
+their original key and headers as the record holds them (in order, duplicates and headers
+without a value included; ingest's ``error-*``/``source-*`` headers removed). A dead letter
+whose value was cut to fit the dead-letter topic (header ``truncated: true``) is refused:
+it is counted as ``truncated``, named on stderr, and the command exits non-zero.
 
 Nothing is sent without ``--execute`` or a "y" at the prompt on a terminal: the plan is
 printed instead, and audited as a dry run. ``--ack`` then moves the review mark past every
@@ -37,7 +40,7 @@ from kafkapipe.kafka.clients import headers, make_producer
 from kafkapipe.messages import SCHEMA_TASK, DownloadTask, ErrorInfo, dumps, evolve, format_ts, utcnow
 from kafkapipe.printable import printable
 
-_COUNTS = ("matched", "replayed", "already_replayed", "undecodable", "failed", "not_found")
+_COUNTS = ("matched", "replayed", "already_replayed", "undecodable", "truncated", "failed", "not_found")
 # Categories that will most likely fail the same way again unless something was fixed.
 RISKY = (ErrorCategory.PERMANENT.value, ErrorCategory.VALIDATION.value)
 # Headers ingest adds to an events dead letter; the replayed event goes without them.
@@ -76,18 +79,24 @@ def cmd_replay(args: argparse.Namespace, config: Config, out: TextIO, err: TextI
     with Reader(config, args.timeout) as reader:
         reader.require_partitions(target)
         reader.require_partitions(topic)
-        chosen, seen = _select(reader, topic, selection, args, counts)
+        chosen, seen, truncated = _select(reader, topic, selection, args, counts)
         missing = sorted(set(selection.task_ids) - seen)
         counts["not_found"] = len(missing)
         for task_id in missing:
             err.write(f"kafkapipe dlq replay: no dead letter for task {printable(task_id)}\n")
+        for entry in truncated:
+            err.write(
+                f"kafkapipe dlq replay: {topic}:{entry.coordinate} not replayed: its value was cut to fit "
+                f"the dead-letter topic (original size {printable(entry.headers.get('original-size', '?'))} "
+                "bytes); find the original at its source-topic/partition/offset headers\n"
+            )
         _plan(topic, target, selection, chosen, out, err)
         if not chosen or not _go_ahead(args, len(chosen), out, err):
             counts["would_replay"] = len(chosen)
             audit("replay", config, dry_run=not args.execute, counts=counts, task_ids=list(chosen), dlq_topic=topic,
                   **_audited(selection, args))
             out.write(counts_line(counts) + "\n")
-            return EXIT_FAILURE if missing else EXIT_OK
+            return EXIT_FAILURE if missing or truncated else EXIT_OK
         check_audit_log(config)
         sent, unrecorded = _send_and_record(reader, config, topic, target, chosen, args, err)
         acked = acknowledge_prefix(reader, topic, read_marks(reader, topic), out) if args.ack else {}
@@ -98,29 +107,34 @@ def cmd_replay(args: argparse.Namespace, config: Config, out: TextIO, err: TextI
     audit("replay", config, dry_run=False, counts=counts, task_ids=replayed, failed_task_ids=failed,
           dlq_topic=topic, acknowledged={str(p): o for p, o in acked.items()}, **_audited(selection, args))
     out.write(counts_line(counts) + "\n")
-    return EXIT_FAILURE if failed or missing or unrecorded else EXIT_OK
+    return EXIT_FAILURE if failed or missing or unrecorded or truncated else EXIT_OK
 
 
 def _select(
     reader: Reader, topic: str, selection: Selection, args: argparse.Namespace, counts: dict[str, int]
-) -> tuple[dict[str, list[DeadLetter]], set[str]]:
-    """Matching, replayable, not yet replayed entries by replay id (newest ``--limit``); every task id seen."""
+) -> tuple[dict[str, list[DeadLetter]], set[str], list[DeadLetter]]:
+    """Matching, replayable, not yet replayed entries by replay id (newest ``--limit``); every task id seen;
+    the events dead letters refused because their value was cut."""
     marks = read_marks(reader, topic)
     chosen: dict[str, list[DeadLetter]] = {}
     seen: set[str] = set()
+    truncated: list[DeadLetter] = []
     for entry in newest_first(reader, topic, selection, include_acked=args.all):
         counts["matched"] += 1
         if entry.task_id is not None:
             seen.add(entry.task_id)
         if not entry.replayable:
             counts["undecodable"] += 1
+        elif entry.event and entry.truncated:
+            counts["truncated"] += 1
+            truncated.append(entry)
         elif mark_for(entry, marks) is not None:
             counts["already_replayed"] += 1
         elif entry.replay_id in chosen or args.limit is None or len(chosen) < args.limit:
             replay_id = entry.replay_id
             assert replay_id is not None  # a replayable entry has one: its task id, or its coordinate
             chosen.setdefault(replay_id, []).append(entry)
-    return chosen, seen
+    return chosen, seen, truncated
 
 
 def _plan(
@@ -184,8 +198,8 @@ def _send_and_record(
 
 def _outgoing(config: Config, topic: str, target: str, ident: str, entry: DeadLetter, now: datetime) -> Outgoing:
     if entry.event:
-        kept = [(k, v.encode()) for k, v in entry.headers.items() if k not in _DEAD_LETTER_HEADERS]
-        return Outgoing(ident=ident, topic=target, key=entry.key or "", value=entry.value or b"", headers=kept)
+        kept = [(k, v) for k, v in entry.raw_headers if k not in _DEAD_LETTER_HEADERS]
+        return Outgoing(ident=ident, topic=target, key=entry.raw_key, value=entry.value or b"", headers=kept)
     task = replayed_task(entry, topic, now)
     return Outgoing(
         ident=ident, topic=target, key=task.task_id, value=dumps(task),

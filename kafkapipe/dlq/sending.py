@@ -16,7 +16,7 @@ class Outgoing:
 
     ident: str
     topic: str
-    key: str
+    key: str | bytes | None  # bytes and None are sent as they are
     value: bytes
     headers: list | None = None
 
@@ -78,7 +78,7 @@ def _produce(producer: Any, message: Outgoing, on_delivery: Callable[[KafkaError
         try:
             producer.produce(
                 message.topic,
-                key=message.key.encode(),
+                key=message.key.encode() if isinstance(message.key, str) else message.key,
                 value=message.value,
                 headers=message.headers,
                 on_delivery=on_delivery,

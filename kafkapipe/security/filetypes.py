@@ -39,9 +39,11 @@ goes by the **leading** magic; a signature found further in never overrides it:
 
 Cross-check policy (:func:`check_type`):
 
-- Executables and active content (:data:`ACTIVE_TYPES`, and SVG carrying
-  script or event handlers) are refused first, whatever the configuration,
-  the name or the Content-Type say.
+- Executables and active content (:data:`ACTIVE_TYPES`, and SVG or XML
+  carrying script, ``foreignObject``, ``javascript:`` or event handlers
+  anywhere in the sniffed bytes) are refused first, whatever the
+  configuration, the name or the Content-Type say; the check runs again on
+  the type a claim refines the detection to (``txt`` named ``.svg``).
 - The bytes decide. The URL path's extension (of the final URL and of the
   original one when they differ) and the ``Content-Type`` are *claims*.
 - A claim that names no known type is ignored: unknown extensions, no
@@ -248,7 +250,11 @@ _SCRIPT_MARKS = re.compile(
     r"|\bactivexobject\b|\beval\s*\(|\bnew\s+function\s*\(|\bdocument\.write\b"  # JScript
     r"|\brequire\s*\(\s*['\"]child_process"
 )
-_SVG_ACTIVE = re.compile(r"(?i)<\s*(script|foreignobject|iframe)\b|\bon[a-z]+\s*=|javascript:|<\s*handler\b")
+# Anywhere in an SVG or XML body's sniffed bytes; a namespace prefix (``<html:script``) counts too.
+_SVG_ACTIVE = re.compile(
+    r"(?i)<\s*(?:[a-z0-9_.-]+:)?(?:script|foreignobject|iframe|handler)\b|\bon[a-z]+\s*=|javascript:"
+)
+_MARKUP_TYPES = frozenset({"svg", "xml"})
 _VBA_NAMES = tuple(name.encode("utf-16-le") for name in ("_VBA_PROJECT", "Macros\0", "VBA\0"))
 _MACRO_PARTS = re.compile(rb"(?i)vbaproject|macroenabled|vbadata")
 
@@ -451,7 +457,7 @@ def _text_kind(head: bytes) -> str | None:
     early = text[:8192].lower()
     if start.startswith(("<!doctype html", "<html", "<head", "<body", "<script", "<iframe")):
         return "html"
-    if start.startswith("<svg") or (start.startswith(("<?xml", "<!doctype svg")) and "<svg" in start):
+    if start.startswith("<svg") or (start.startswith(("<?xml", "<!doctype svg", "<!--")) and "<svg" in text.lower()):
         return "svg"
     if _ACTIVE_MARKUP.search(early):
         return "html"
@@ -466,7 +472,12 @@ def active_content(detected: str, head: bytes) -> bool:
     """Whether a body of this type runs something when opened: refused whatever is allowed."""
     if detected in ACTIVE_TYPES:
         return True
-    return detected == "svg" and bool(_SVG_ACTIVE.search(head.decode("utf-8", "replace")))
+    if detected not in _MARKUP_TYPES:
+        return False
+    text = _decode_text(head)
+    if text is None:
+        text = head.decode("utf-8", "replace")
+    return bool(_SVG_ACTIVE.search(text))
 
 
 def canonical_extension(file_type: str) -> str:
@@ -535,6 +546,11 @@ def check_type(
         if agreed is None:
             raise ValidationError(f"file type mismatch: content is {current}, {source} says {claimed}")
         current = agreed
+    if current != detected and active_content(current, first_bytes):  # a claim refined txt to svg, xml, html
+        raise ValidationError(
+            f"file type {current} not allowed, executable or active content: "
+            f"content is {detected} read as {current}{_claimed(paths, content_type)}"
+        )
     final = FINAL_NAME.get(current, current)
     if final not in set(allowed):
         raise ValidationError(f"file type {final} not allowed: content is {detected}{_claimed(paths, content_type)}")

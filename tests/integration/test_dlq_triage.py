@@ -167,6 +167,34 @@ def test_events_dlq_list_show_and_replay_send_the_original_bytes(env, kafka_admi
     assert len(read_topic(env, env.topics.events)) == 1
 
 
+def test_events_replay_is_byte_for_byte_and_a_truncated_letter_is_refused(env, kafka_admin):  # noqa: F811
+    create_topics(kafka_admin, [env.topics.events_dlq, env.topics.events], partitions=1)
+    key = b"\xffCLM-8\x80\xfe"  # not UTF-8
+    original = b'{"trace_id": "CLM-8", "event_type": "x", "attachments": "not a list"}'
+    # duplicates, a value that is not UTF-8 and one with no value, in this order
+    kept = [("trace_id", b"CLM-8"), ("origin", b"crm"), ("flag", None), ("origin", b"\xc3(erp"), ("origin", b"crm")]
+    ours = [("error-category", b"validation"), ("error-message", b"attachments must be a list of URL strings"),
+            ("source-topic", b"events"), ("source-partition", b"0"), ("source-offset", b"7")]
+    producer = Producer({"bootstrap.servers": env.kafka.bootstrap_servers})
+    producer.produce(env.topics.events_dlq, key=key, value=original, headers=[*kept, *ours])
+    producer.produce(env.topics.events_dlq, key=b"CLM-9", value=original[:20], headers=[
+        ("trace_id", b"CLM-9"), *ours, ("original-size", str(len(original)).encode()), ("truncated", b"true"),
+    ])
+    producer.flush(TIMEOUT)
+
+    code, out, err = tool(env, "replay", "--events", "--trace-id", "CLM-8", "--execute")
+    assert code == 0, err
+    assert " replayed=1" in out
+    (msg,) = read_topic(env, env.topics.events)
+    assert (msg.key(), msg.value(), msg.headers()) == (key, original, kept)
+
+    code, out, err = tool(env, "replay", "--events", "--trace-id", "CLM-9", "--execute")
+    assert code != 0
+    assert " replayed=0" in out and "truncated=1" in out
+    assert "was cut to fit the dead-letter topic" in err and "not replayed" in err
+    assert len(read_topic(env, env.topics.events)) == 1
+
+
 def test_an_audit_log_that_cannot_be_written_stops_the_action(env, tmp_path):  # noqa: F811
     import attrs
 

@@ -128,6 +128,38 @@ def test_a_client_that_never_reads_is_dropped(make_server) -> None:
         sock.close()
 
 
+def test_an_answered_connection_the_client_never_reads_does_not_spin_the_loop(tmp_path, monkeypatch) -> None:
+    # A large answer the client never reads keeps the connection open, answered, until the
+    # connection timeout; between the header timeout and that, the loop must sleep, not spin.
+    health = Health(alive=True, detail={"pad": "x" * 3_000_000})
+    server = MetricsServer("127.0.0.1:0", lambda: health, str(tmp_path),
+                           Limits(header_timeout=0.05, connection_timeout=1.5))
+    selects = []
+    real_select = server._loop.selector.select
+
+    def counting_select(timeout: float | None = None):
+        selects.append(timeout)
+        return real_select(timeout)
+
+    monkeypatch.setattr(server._loop.selector, "select", counting_select)
+    server.start()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        sock.settimeout(10)
+        sock.connect(server.address)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: any(conn.answered for conn in list(server._loop.conns.values())), 10,
+                 "the request to be answered")
+        before = len(selects)
+        wait_for(lambda: server.open_connections == 0, 10, "the unread connection to be dropped")
+        woken = len(selects) - before
+        assert woken <= 50, f"the loop woke {woken} times while one answered connection waited"
+    finally:
+        sock.close()
+        server.stop()
+
+
 def test_bad_requests_get_an_answer_not_a_hang(make_server) -> None:
     server = make_server()
     for raw, code in ((b"NONSENSE\r\n\r\n", b"400"), (b"POST /healthz HTTP/1.1\r\n\r\n", b"405")):

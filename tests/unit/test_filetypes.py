@@ -310,6 +310,16 @@ SVG_FOREIGN = (
     b'<body xmlns="http://www.w3.org/1999/xhtml"><p>x</p></body></foreignObject></svg>'
 )
 SVG_PLAIN = b'<svg xmlns="http://www.w3.org/2000/svg"><rect width="10" height="10" fill="red"/></svg>'
+# Active markup past the first 512 bytes: a long comment first, so the start alone looks like text or XML.
+LONG_COMMENT = b"<!--" + b" padding" * 75 + b" -->\n"
+SVG_AFTER_COMMENT = LONG_COMMENT + b'<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><rect/></svg>'
+XML_SVG_AFTER_COMMENT = b'<?xml version="1.0"?>\n' + SVG_AFTER_COMMENT
+XML_SCRIPT_AFTER_COMMENT = (
+    b'<?xml version="1.0"?>\n' + LONG_COMMENT + b'<claim xmlns:h="http://www.w3.org/1999/xhtml">'
+    b"<h:script>alert(1)</h:script></claim>"
+)
+NOTE_THEN_SVG = b"Claim notes\n" + b"nothing to see here\n" * 40 + b'<svg onload="alert(1)"/>\n'
+NOTE_THEN_JS_LINK = b"Claim notes\n" + b"nothing to see here\n" * 40 + b'<a href="javascript:alert(1)">x</a>\n'
 DOCM = _zip_with(
     {"[Content_Types].xml": b"<Types/>", "word/document.xml": b"<w/>", "word/vbaProject.bin": b"\xd0\xcf" * 50}
 )
@@ -347,6 +357,14 @@ POLYGLOTS_REFUSED = [
     (SVG, "/a.svg", "image/svg+xml", "svg"),
     (SVG_ONLOAD, "/a.svg", None, "svg"),
     (SVG_FOREIGN, "/a.svg", None, "svg"),
+    (SVG_AFTER_COMMENT, "/a.svg", None, "svg"),
+    (SVG_AFTER_COMMENT, "/a", "image/svg+xml", "svg"),
+    (XML_SVG_AFTER_COMMENT, "/a.xml", "application/xml", "svg"),
+    (XML_SVG_AFTER_COMMENT, "/a.svg", None, "svg"),
+    (XML_SCRIPT_AFTER_COMMENT, "/a.xml", "application/xml", "xml"),
+    (NOTE_THEN_SVG, "/a.svg", None, "txt read as svg"),
+    (NOTE_THEN_SVG, "/a", "image/svg+xml", "txt read as svg"),
+    (NOTE_THEN_JS_LINK, "/a.xml", "text/xml", "txt read as xml"),
 ]
 
 
@@ -354,7 +372,7 @@ POLYGLOTS_REFUSED = [
 def test_executables_and_active_content_are_refused_even_when_allowed(
     data: bytes, path: str, content_type: str | None, detected: str
 ) -> None:
-    allowed = [*ALLOWED, "exe", "elf", "macho", "lnk", "script", "html", "svg"]
+    allowed = [*ALLOWED, "exe", "elf", "macho", "lnk", "script", "html", "svg", "xml"]
     with pytest.raises(ValidationError) as caught:
         check_type(data, path, content_type, allowed)
     message = caught.value.message
@@ -426,6 +444,30 @@ def test_a_plain_svg_passes_only_when_allowed() -> None:
     assert check_type(SVG_PLAIN, "/a.svg", "image/svg+xml", [*ALLOWED, "svg"]) == "svg"
     with pytest.raises(ValidationError, match="file type svg not allowed"):
         check_type(SVG_PLAIN, "/a.svg", None, ALLOWED)
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "content_type"),
+    [
+        (SVG_AFTER_COMMENT, "/a.svg", "image/svg+xml"),
+        (XML_SVG_AFTER_COMMENT, "/a.xml", None),
+        (XML_SCRIPT_AFTER_COMMENT, "/a.xml", "application/xml"),
+        (NOTE_THEN_SVG, "/a.svg", "image/svg+xml"),
+        (NOTE_THEN_JS_LINK, "/a.xml", None),
+    ],
+)
+def test_active_markup_past_the_first_bytes_is_never_stored_as_svg_or_xml(
+    data: bytes, path: str, content_type: str | None
+) -> None:
+    with pytest.raises(ValidationError, match="executable or active content"):
+        check_type(data, path, content_type, ["svg", "txt", "pdf", "xml"])
+
+
+def test_plain_svg_and_xml_after_a_long_comment_still_pass() -> None:
+    plain_svg = LONG_COMMENT + SVG_PLAIN
+    assert check_type(plain_svg, "/a.svg", "image/svg+xml", ["svg"]) == "svg"
+    plain_xml = b'<?xml version="1.0"?>\n' + LONG_COMMENT + b"<claim><id>7</id></claim>"
+    assert check_type(plain_xml, "/a.xml", "application/xml", ["xml"]) == "xml"
 
 
 def test_a_pdf_with_a_zip_appended_is_a_pdf() -> None:
