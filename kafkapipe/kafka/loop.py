@@ -42,7 +42,7 @@ from kafkapipe import metrics, processmetrics
 from kafkapipe.errors import ErrorCategory
 from kafkapipe.exitcodes import EXIT_FAILURE, EXIT_OK
 from kafkapipe.kafka.clients import offset_of, partition_of
-from kafkapipe.kafka.deadletter import fit, output_size, raw_dead_letter, reason_of
+from kafkapipe.kafka.deadletter import fit, minimal, output_size, raw_dead_letter, reason_of
 from kafkapipe.kafka.errors import ClientErrors, classify
 from kafkapipe.kafka.loopmetrics import LoopMetrics
 from kafkapipe.kafka.offsets import OffsetTracker, TopicPartitionKey
@@ -303,7 +303,7 @@ class ConsumeLoop:
             "handler failed on a message; dead-lettering it: %s", reason, exc_info=exc,
             extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
         )
-        self.complete(msg, Done([raw_dead_letter(msg, self.stage.dead_letter_topic, self.stage.name, reason)]))
+        self.complete(msg, Done([self._raw_letter(msg, reason)]))
 
     def _current(self, msg: Message) -> _Work | None:
         """The work entry of this very copy of the message, if it is still being worked on."""
@@ -357,7 +357,7 @@ class ConsumeLoop:
             except (KafkaException, TypeError, ValueError) as exc:  # the output itself is unsendable
                 work.pending_acks -= len(outputs) - index - 1
                 letter = self._dead_letter(work.message, f"output to {out.topic} refused: {reason_of(exc)}")
-                self._produce(letter, self._on_delivery(ident, work.attempt, letter))
+                self._produce_letter(ident, work, letter)
                 return
 
     def _sized(self, msg: Message, outputs: Sequence[Output]) -> Sequence[Output]:
@@ -373,8 +373,33 @@ class ConsumeLoop:
     def _dead_letter(self, msg: Message, reason: str) -> Output:
         log.error("message dead-lettered: %s", reason,
                   extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()})
-        letter = raw_dead_letter(msg, self.stage.dead_letter_topic, self.stage.name, reason)
-        return fit(letter, self.max_message_bytes)
+        return fit(self._raw_letter(msg, reason), self.max_message_bytes)
+
+    def _raw_letter(self, msg: Message, reason: str) -> Output:
+        """A raw dead letter of ``msg``; without its original headers if those cannot be read."""
+        topic, name = self.stage.dead_letter_topic, self.stage.name
+        try:
+            return raw_dead_letter(msg, topic, name, reason)
+        except Exception as exc:
+            log.error("dead letter built without the original headers: %s", reason_of(exc),
+                      extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()})
+            return raw_dead_letter(msg, topic, name, reason, original_headers=False)
+
+    def _produce_letter(self, ident: tuple[str, int, int], work: _Work, letter: Output) -> None:
+        """Produce a dead letter, else its minimal form; if even that is refused the process is at fault."""
+        smallest = minimal(letter)
+        try:
+            self._produce(letter, self._on_delivery(ident, work.attempt, letter))
+            return
+        except (KafkaException, TypeError, ValueError) as exc:
+            log.error("dead letter to %s refused (%s); sending it with our headers only", letter.topic,
+                      reason_of(exc))
+        try:
+            self._produce(smallest, self._on_delivery(ident, work.attempt, smallest))
+        except (KafkaException, TypeError, ValueError) as exc:
+            raise ProcessFault(
+                f"dead-letter topic {letter.topic} refuses even a minimal letter: {reason_of(exc)}"
+            ) from exc
 
     def _produce(self, out: Output, callback: Callable) -> None:
         producer = self.producer
@@ -439,10 +464,8 @@ class ConsumeLoop:
         if out.topic == self.stage.dead_letter_topic and limit < 16 * 1024:
             self._fatal = f"dead-letter topic {out.topic} refuses even a {limit}-byte message"
             return
-        letter = raw_dead_letter(work.message, self.stage.dead_letter_topic, self.stage.name,
-                                 f"output to {out.topic} refused as too large")
-        letter = fit(letter, limit)
-        self._produce(letter, self._on_delivery(ident, work.attempt, letter))
+        letter = fit(self._raw_letter(work.message, f"output to {out.topic} refused as too large"), limit)
+        self._produce_letter(ident, work, letter)
 
     def _finish(self, ident: tuple[str, int, int]) -> None:
         work = self._work.pop(ident, None)

@@ -4,7 +4,9 @@
 - retries used up (``retry_count`` ≥ the number of retry topics) → DLQ, ``permanent``, legacy error;
 - due now or earlier → pending;
 - otherwise the retry topic whose delay covers the remaining wait (``Outcomes.topic_for``), with
-  ``retry-at`` = the legacy due time.
+  ``retry-at`` = the legacy due time;
+- a due time further ahead than any retry of ours could be is cut to the latest one could
+  (``latest_due``, on the longest retry topic): the delay stage forwards anything later at once.
 
 The outputs are the pipeline's own: ``Outcomes.permanent`` for the DLQ (with its failed result),
 the contract's headers for tasks.
@@ -24,7 +26,7 @@ from kafkapipe.kafka.loop import Output
 from kafkapipe.messages import SCHEMA_TASK, ErrorInfo, dumps, evolve
 from kafkapipe.migrate.legacy import LegacyTask
 from kafkapipe.security.presigned import check_expiry
-from kafkapipe.stages.outcomes import Outcomes
+from kafkapipe.stages.outcomes import Outcomes, latest_due
 
 STAGE = "migrate"
 PENDING, RETRY, DLQ_PERMANENT, DLQ_EXPIRED = "pending", "retry", "dlq permanent", "dlq expired"
@@ -61,6 +63,8 @@ class Router:
             message = task.last_error.message if task.last_error else "retries used up in the legacy pipeline"
             return self._dead(legacy, DLQ_PERMANENT, ErrorInfo("permanent", message))
         due = legacy.due.timestamp() if legacy.due is not None else self.now
+        longest = max((self.topics.retry_delay_seconds(i) for i in range(len(self.topics.retry_delays))), default=0.0)
+        due = min(due, latest_due(self.now, longest, self.config.download.max_retry_after))
         if due <= self.now:
             output = Output(self.topics.pending, task.task_id, dumps(task),
                             headers(SCHEMA_TASK, task.trace_id, task.task_id))

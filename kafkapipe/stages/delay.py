@@ -26,12 +26,14 @@ from kafkapipe.kafka.clients import group_id, header_map, headers, make_consumer
 from kafkapipe.kafka.loop import Complete, Defer, Done, Output
 from kafkapipe.messages import SCHEMA_TASK, DownloadTask, InvalidMessage, loads
 from kafkapipe.stages.dlqgauge import DlqGauge
-from kafkapipe.stages.outcomes import raw_dead_letter
+from kafkapipe.stages.outcomes import latest_due, raw_dead_letter
 from kafkapipe.stages.registry import SPECS
 
 log = logging.getLogger(__name__)
 
 LAG_CHECK_EVERY = 5.0
+# At most one log line per this many seconds about due times too far ahead to be ours.
+FAR_FUTURE_LOG_EVERY = 60.0
 
 
 # Epoch milliseconds, ASCII digits only, at most 15 of them (past the year 30000): anything
@@ -70,6 +72,26 @@ class DelayStage:
         self._next_lag_check = 0.0
         self._held = 0.0
         self._dlq_gauge = DlqGauge(config).start()
+        self._max_retry_after = config.download.max_retry_after
+        self._delays = {
+            config.topics.retry_topic(i): config.topics.retry_delay_seconds(i)
+            for i in range(len(config.topics.retry_delays))
+        }
+        self._next_far_log = 0.0
+
+    def _due(self, msg: Message, now: float) -> float:
+        """The message's due time; one further ahead than any retry of ours could be is due now."""
+        due = due_time(msg)
+        topic, _ = partition_of(msg)
+        delay = self._delays.get(topic, max(self._delays.values(), default=0.0))
+        if due <= latest_due(now, delay, self._max_retry_after):
+            return due
+        if time.monotonic() >= self._next_far_log:
+            self._next_far_log = time.monotonic() + FAR_FUTURE_LOG_EVERY
+            log.warning("retry due %.0f s from now is further ahead than any retry of %s: forwarded now",
+                        due - now, topic, extra={"topic": topic, "partition": msg.partition(),
+                                                 "offset": msg.offset()})
+        return now
 
     def handle(self, messages: list[Message], complete: Complete) -> None:
         now = self._clock()
@@ -79,7 +101,7 @@ class DelayStage:
             if key in waiting:  # rewound with its head; it will be consumed again
                 continue
             try:
-                due = due_time(msg)
+                due = self._due(msg, now)
                 forward = None if due > now else self._forward(msg)
             except InvalidMessage as exc:
                 complete(msg, Done([raw_dead_letter(msg, self.dlq, self.name, str(exc))]))

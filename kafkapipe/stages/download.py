@@ -150,7 +150,10 @@ class DownloadStage:
         try:
             return self.fetcher.validator.check_static(url).host
         except ValidationError:
-            return (urlsplit(url).hostname or "").lower()
+            try:
+                return (urlsplit(url).hostname or "").lower()
+            except ValueError:  # unparseable (``https://[::1/x``): the validation failure will say why
+                return ""
 
     def _circuit_open(self, task: DownloadTask, exc: CircuitOpenError, started: float) -> Verdict:
         """Wait for the probe without using an attempt, a bounded number of times; then it is an attempt."""

@@ -33,7 +33,7 @@ from kafkapipe.messages import (
     utcnow,
 )
 
-__all__ = ["Outcomes", "capped_retry_after", "raw_dead_letter", "retry_at_for"]
+__all__ = ["Outcomes", "capped_retry_after", "latest_due", "raw_dead_letter", "retry_at_for"]
 
 # Spread retries of a burst of failures; never earlier than the topic's delay.
 MAX_JITTER = 30.0
@@ -58,6 +58,17 @@ def retry_at_for(delay: float, retry_after: float | None, now: float, rand: floa
     """Epoch seconds: at least ``delay`` and at least Retry-After from now, plus jitter."""
     base = max(delay, retry_after or 0.0)
     return now + base + rand * min(MAX_JITTER, base * JITTER_FRACTION)
+
+
+def latest_due(now: float, delay: float, max_retry_after: float) -> float:
+    """The latest a retry of ours, on a topic of ``delay``, can be due: epoch seconds.
+
+    A retry waits its topic's ``delay``, or the longest Retry-After honoured
+    (``max_retry_after``), plus at most :data:`MAX_JITTER`. A due time later than this
+    (a far-future ``retry-at``, a legacy due time years ahead) is none of ours and must
+    not hold a partition until then.
+    """
+    return now + delay + max_retry_after + MAX_JITTER
 
 
 class Outcomes:

@@ -65,9 +65,9 @@ class FakeFetcher:
         pass
 
 
-def task(n: int) -> DownloadTask:
+def task(n: int, url: str | None = None) -> DownloadTask:
     now = utcnow()
-    url, task_id = f"https://files.example/{n}.pdf", f"{n:032d}"
+    url, task_id = url or f"https://files.example/{n}.pdf", f"{n:032d}"
     # The path the task's own fields derive: the stage refuses any other (security.tasks.check_task).
     return DownloadTask(task_id=task_id, trace_id="tr", attachment_url=url,
                         blob_path=blob_path(task_id, "tr", url, "s", now), event_type="e", event_subtype="e",
@@ -124,3 +124,17 @@ def test_a_stored_blob_is_a_success_without_a_request(stage):
     verdict = stage.attempt(task(1))
     assert isinstance(verdict, Done) and fetcher.calls == 0
     assert b'"status":"success"' in verdict.outputs[0].value and b'"sha256":"' + b"a" * 64 in verdict.outputs[0].value
+
+
+
+def test_a_url_with_an_unclosed_bracket_is_a_validation_failure_with_a_result(tmp_path):
+    # The real fetcher: the URL is refused by its static check, before any connection.
+    made = DownloadStage(cfg.from_mapping({"storage": {"root": str(tmp_path)}}, "test.toml"))
+    try:
+        verdict = made.attempt(task(1, "https://[::1/x"))
+    finally:
+        made.close()
+    assert isinstance(verdict, Done)
+    [result] = [o for o in verdict.outputs if o.topic == "attachments.downloads.results"]
+    assert b'"status":"failed_permanent"' in result.value and b'"error_category":"validation"' in result.value
+    assert b"blob_path refused" not in result.value and b"IPv6" in result.value

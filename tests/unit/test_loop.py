@@ -8,7 +8,7 @@ shutdown are exercised deterministically, without a broker and without sleeping.
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 from fakekafka import FakeConsumer, FakeProducer
 
 from kafkapipe import metrics
@@ -152,6 +152,93 @@ def test_hostile_headers_are_dropped_from_a_dead_letter_that_would_not_fit():
     [letter] = producer.on(DLQ)
     assert letter.header("junk") is None and letter.header("original-headers-dropped") == b"1"
     assert letter.header("error-message") == b"ZeroDivisionError: division by zero"
+
+
+def test_copies_of_our_own_headers_cannot_make_a_dead_letter_too_large():
+    limit = 1_000_000
+    loop, consumer, producer, _ = make(ScriptedStage(lambda m: 1 / 0 if m.offset() == 0 else Done()),
+                                       max_bytes=limit)
+    sent = [("trace_id", b"A" * 900)] * 1130 + [("truncated", b"t" * 900)] * 10 + [("h", b"v")]
+    consumer.add(T, 0, b"not json", headers=sent)
+    consumer.add(T, 0, b"good")
+    consumer.assign(P0)
+    spin(loop)
+    [letter] = producer.on(DLQ)
+    assert [k for k, _ in letter.headers].count("trace_id") == 1 and letter.header("trace_id") == b"A" * 256
+    assert letter.header("truncated") is None and letter.header("h") == b"v"
+    assert letter.header("error-message") == b"ZeroDivisionError: division by zero"
+    assert letter.value == b"not json" and consumer.stored[P0] == 2
+
+
+def test_a_stages_dead_letter_full_of_our_header_names_is_cut_to_our_own_headers():
+    limit = 64 * 1024
+    flood = [("trace_id", b"T" * 1000), ("error-message", b"E" * 1000)] * 100
+
+    loop, consumer, producer, _ = make(
+        ScriptedStage(lambda m: Done([Output(DLQ, None, m.value(), [*flood, ("source-offset", b"0")])])),
+        max_bytes=limit,
+    )
+    consumer.add(T, 0, b"v")
+    consumer.assign(P0)
+    spin(loop)
+    [letter] = producer.on(DLQ)
+    assert sorted(k for k, _ in letter.headers) == sorted(
+        ["trace_id", "error-message", "source-offset", "original-headers-dropped", "original-size", "truncated"])
+    assert letter.header("original-headers-dropped") == b"198" and consumer.stored[P0] == 1
+
+
+def refusing(producer, refuse) -> None:
+    """Make ``producer.produce`` raise what librdkafka raises for a message it will not take."""
+    produce = producer.produce
+
+    def checked(topic, value=None, key=None, headers=None, on_delivery=None):
+        if refuse(topic, value):
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+
+    producer.produce = checked
+
+
+def test_a_refused_dead_letter_is_sent_again_with_our_headers_only():
+    loop, consumer, producer, _ = make(ScriptedStage())
+    refusing(producer, lambda topic, value: topic == OUT or (topic == DLQ and value))
+    consumer.add(T, 0, b"a", headers=[("h", b"v")])
+    consumer.assign(P0)
+    spin(loop)
+    [letter] = producer.on(DLQ)
+    assert letter.value == b"" and letter.key is None and letter.header("h") is None
+    assert letter.header("error-message").startswith(b"output to out refused: KafkaException")
+    assert letter.header("original-headers-dropped") == b"1" and letter.header("source-offset") == b"0"
+    assert consumer.stored[P0] == 1
+
+
+def test_a_dead_letter_refused_even_minimal_is_a_process_fault_not_a_crash():
+    loop, consumer, producer, _ = make(ScriptedStage())
+    refusing(producer, lambda topic, value: topic in (OUT, DLQ))
+    consumer.add(T, 0, b"a")
+    consumer.assign(P0)
+    assert loop.run() == EXIT_FAILURE
+    assert "refuses even a minimal letter" in loop._fatal
+    assert P0 not in consumer.committed and producer.on(DLQ) == []
+
+
+class Unreadable(list):
+    """Headers that cannot be read back."""
+
+    def __iter__(self):
+        raise RuntimeError("headers unreadable")
+
+
+def test_a_message_whose_headers_cannot_be_read_is_dead_lettered_without_them():
+    loop, consumer, producer, _ = make(ScriptedStage(lambda m: 1 / 0))
+    consumer.add(T, 0, b"v", headers=Unreadable([("h", b"v")]))
+    consumer.assign(P0)
+    spin(loop)
+    [letter] = producer.on(DLQ)
+    assert letter.value == b"v" and letter.header("h") is None
+    assert letter.header("original-headers-dropped") == b"unreadable"
+    assert letter.header("error-message") == b"ZeroDivisionError: division by zero"
+    assert consumer.stored[P0] == 1
 
 
 def test_an_output_the_producer_refuses_dead_letters_the_input():

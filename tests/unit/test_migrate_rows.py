@@ -13,6 +13,7 @@ from kafkapipe.messages import EventMessage, make_task_id
 from kafkapipe.migrate.legacy import BadRow, to_task
 from kafkapipe.migrate.routing import DLQ_EXPIRED, DLQ_PERMANENT, PENDING, RETRY, Router
 from kafkapipe.stages.ingest import IngestStage
+from kafkapipe.stages.outcomes import MAX_JITTER
 
 MAPPING = MigrateConfig()
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -79,13 +80,23 @@ def test_routes():
     assert r.plan(to_task(1, row(next_retry_at=at(-timedelta(hours=1))), MAPPING, NOW)).route == PENDING
     soon = r.plan(to_task(1, row(next_retry_at=at(timedelta(minutes=7))), MAPPING, NOW))
     assert (soon.route, soon.topic, soon.due) == (RETRY, "attachments.downloads.retry.10m", NOW + timedelta(minutes=7))
-    far = r.plan(to_task(1, row(next_retry_at=at(timedelta(hours=5))), MAPPING, NOW))
-    assert far.topic == "attachments.downloads.retry.20m" and far.due == NOW + timedelta(hours=5)
+    far = r.plan(to_task(1, row(next_retry_at=at(timedelta(minutes=80))), MAPPING, NOW))
+    assert far.topic == "attachments.downloads.retry.20m" and far.due == NOW + timedelta(minutes=80)
     used_up = r.plan(to_task(1, row(retry_count=3), MAPPING, NOW))
     assert used_up.route == DLQ_PERMANENT and [o.topic for o in used_up.outputs] == [
         "attachments.downloads.results", "attachments.downloads.dlq"]
     expired = f"{URL}?se=2026-11-01&sig=abc"
     assert r.plan(to_task(1, row(attachment_url=expired), MAPPING, NOW)).route == DLQ_EXPIRED
+
+
+@pytest.mark.parametrize("ahead", [timedelta(hours=5), datetime(9999, 12, 31, tzinfo=UTC) - NOW])
+def test_a_legacy_due_time_further_ahead_than_any_retry_of_ours_is_cut_to_the_latest(ahead):
+    # The longest retry topic (20m), plus the longest Retry-After honoured (1h), plus the jitter (30s).
+    latest = NOW + timedelta(minutes=20, hours=1, seconds=MAX_JITTER)
+    planned = router().plan(to_task(1, row(next_retry_at=(NOW + ahead).isoformat()), MAPPING, NOW))
+    assert (planned.route, planned.topic, planned.due) == (RETRY, "attachments.downloads.retry.20m", latest)
+    [out] = planned.outputs
+    assert dict(out.headers)["retry-at"] == str(int(latest.timestamp() * 1000)).encode()
 
 
 def test_offsets_reset_knows_every_stage_and_its_topics():

@@ -12,11 +12,11 @@ import pytest
 from fakekafka import FakeConsumer, FakeMessage, FakeProducer
 
 from kafkapipe.config import from_mapping
-from kafkapipe.kafka.loop import ConsumeLoop, Done
+from kafkapipe.kafka.loop import ConsumeLoop, Defer, Done
 from kafkapipe.messages import InvalidMessage, dumps, parse_event, parse_ts, utcnow
 from kafkapipe.stages.delay import DelayStage, due_time
 from kafkapipe.stages.ingest import IngestStage
-from kafkapipe.stages.outcomes import Outcomes
+from kafkapipe.stages.outcomes import MAX_JITTER, Outcomes
 from kafkapipe.stages.results import ResultsStage
 from kafkapipe.worker import WorkerControl
 
@@ -110,6 +110,35 @@ def test_delay_forwards_a_due_task_with_a_hostile_header_and_dead_letters_an_unr
     assert [p.value for p in producer.on(config.topics.pending)] == [good[1]]
     [letter] = producer.on(config.topics.dlq)
     assert letter.value == b"\xff not a task" and letter.header("error-message").startswith(b"not JSON")
+
+
+def verdicts_of(stage, messages) -> list:
+    got: list = []
+    stage.handle(messages, lambda msg, verdict: got.append(verdict))
+    return got
+
+
+def test_a_retry_due_further_ahead_than_any_of_ours_is_forwarded_now(config):
+    now = 1.8e9
+    stage = DelayStage(config, clock=lambda: now)
+    topic, value, headers = retry_message(config, None)
+    delay = config.topics.retry_delay_seconds(config.topics.retry_topics.index(topic))
+    latest = now + delay + config.download.max_retry_after + MAX_JITTER
+    last_ours = FakeMessage(topic, 0, 0, value, headers=[*headers, ("retry-at", str(int(latest * 1000)).encode())])
+    [held] = verdicts_of(stage, [last_ours])
+    assert isinstance(held, Defer) and held.until == pytest.approx(latest)
+    for far in (str(int(latest * 1000) + 1000), "9" * 15):  # a second past the latest; the year 33658
+        msg = FakeMessage(topic, 0, 1, value, headers=[*headers, ("retry-at", far.encode())])
+        [verdict] = verdicts_of(stage, [msg])
+        assert isinstance(verdict, Done) and [o.topic for o in verdict.outputs] == [config.topics.pending]
+
+
+def test_a_task_whose_own_retry_at_is_centuries_ahead_is_forwarded_now(config):
+    topic, value, headers = retry_message(config, None)
+    obj = orjson.loads(value)
+    obj["retry_at"] = "9999-12-31T23:59:59.000+00:00"
+    producer = run_stage(DelayStage(config, clock=lambda: 1.8e9), [(topic, orjson.dumps(obj), headers)])
+    assert [p.value for p in producer.on(config.topics.pending)] == [orjson.dumps(obj)]
 
 
 # ----------------------------------------------------------------------------- results
