@@ -16,6 +16,7 @@ from typing import Protocol
 from kafkapipe.config import Config
 from kafkapipe.errors import ConfigError
 from kafkapipe.inventory import Inventory, InventoryUnavailable, open_inventory
+from kafkapipe.inventory.records import url_sha256
 from kafkapipe.messages import STATUS_SUCCESS, DownloadTask
 from kafkapipe.storage.base import Storage, StoredBlob
 
@@ -51,6 +52,9 @@ class RecordedInInventory:
             log.warning("inventory not reachable, not consulted for this task: %s", exc)
             return None
         if row is None or row.status != STATUS_SUCCESS or row.bytes is None or not row.sha256:
+            return None
+        if row.trace_id != task.trace_id or row.url_sha256 != url_sha256(task.attachment_url):
+            log.warning("inventory row of task %s is for another trace or URL; not taken as done", task.task_id)
             return None
         return StoredBlob(bytes=row.bytes, sha256=row.sha256)
 
