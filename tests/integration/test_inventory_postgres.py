@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from kafkapipe.config import from_mapping
 from kafkapipe.inventory import InventoryUnavailable, open_inventory
 from kafkapipe.kafka.loop import ConsumeLoop
-from kafkapipe.messages import DownloadResult, dumps
+from kafkapipe.messages import DownloadResult, dumps, make_task_id
 from kafkapipe.stages.results import ResultsStage
 from kafkapipe.worker import WorkerControl
 
@@ -107,7 +107,8 @@ def test_results_stage_holds_while_the_server_is_away_and_loses_nothing(
 
         def send(tasks):
             for task in tasks:
-                producer.produce(pipe.topics["results"], value=dumps(result("success", T0, task_id=task)))
+                producer.produce(pipe.topics["results"],
+                                 value=dumps(result("success", T0, task_id=make_task_id("tr", task))))
             assert producer.flush(30) == 0
 
         send([f"before-{i}" for i in range(20)])
@@ -119,7 +120,8 @@ def test_results_stage_holds_while_the_server_is_away_and_loses_nothing(
         assert pipe.lag("results", pipe.topics["results"]) > 0, "nothing committed while unwritten"
         start_server()
         rows = pipe.wait_rows(40, timeout=120)
-        assert {r["task_id"] for r in rows} == {f"{p}-{i}" for p in ("before", "during") for i in range(20)}
+        assert {r["task_id"] for r in rows} == {
+            make_task_id("tr", f"{p}-{i}") for p in ("before", "during") for i in range(20)}
         pipe.wait_caught_up("results", pipe.topics["results"])
         assert CANARY not in pipe.logs()
     finally:
