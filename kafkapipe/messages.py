@@ -9,6 +9,7 @@ are rejected, outputs are always UTC with millisecond precision.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -29,6 +30,9 @@ STATUS_PERMANENT = "failed_permanent"
 MAX_RESULT_ERROR = 1024
 MAX_DLQ_ERROR = 4096
 MAX_RETRY_COUNT = 1_000_000
+MAX_TRACE_ID = 256  # as events require (parse_event)
+MAX_BYTES = 2**63  # exclusive: a signed 64-bit column holds every size below it
+_TASK_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class InvalidMessage(ValueError):
@@ -161,11 +165,40 @@ def dumps(value: Any) -> bytes:
 def loads(data: bytes, cls: type) -> Any:
     """Decode one of our own messages; raises InvalidMessage naming the problem."""
     try:
-        return converter.structure(orjson.loads(data), cls)
+        value = converter.structure(orjson.loads(data), cls)
     except orjson.JSONDecodeError as exc:
         raise InvalidMessage(f"not JSON: {exc}") from None
     except Exception as exc:  # cattrs groups; classified here, never swallowed
         raise InvalidMessage(f"not a valid {cls.__name__}: {_first_error(exc)}") from None
+    check_bounds(value)
+    return value
+
+
+def check_bounds(value: Any) -> None:
+    """InvalidMessage unless a task's or result's fields are within the contract's bounds.
+
+    Their fields come off a topic: a ``task_id`` is the 32 hex digits :func:`make_task_id`
+    gives, a ``trace_id`` at most :data:`MAX_TRACE_ID` characters, and a result's numbers are
+    ones an HTTP exchange and the retry budget can produce (and the inventory can store).
+    """
+    if isinstance(value, FailedDownload):
+        check_bounds(value.task)
+        return
+    if not isinstance(value, DownloadTask | DownloadResult):
+        return
+    name = type(value).__name__
+    if not _TASK_ID.fullmatch(value.task_id):
+        raise InvalidMessage(f"not a valid {name}: task_id must be 32 lowercase hex digits")
+    if not value.trace_id or len(value.trace_id) > MAX_TRACE_ID:
+        raise InvalidMessage(f"not a valid {name}: trace_id must be 1 to {MAX_TRACE_ID} characters")
+    if isinstance(value, DownloadTask):
+        return
+    if value.http_status is not None and not 100 <= value.http_status <= 599:
+        raise InvalidMessage(f"not a valid {name}: http_status {value.http_status} is not 100 to 599")
+    if not 1 <= value.attempt <= MAX_RETRY_COUNT:
+        raise InvalidMessage(f"not a valid {name}: attempt must be 1 to {MAX_RETRY_COUNT}")
+    if value.bytes is not None and not 0 <= value.bytes < MAX_BYTES:
+        raise InvalidMessage(f"not a valid {name}: bytes must be 0 to 2**63 - 1")
 
 
 def _first_error(exc: BaseException) -> str:
@@ -225,7 +258,7 @@ def parse_event(data: bytes | None) -> EventMessage:
     if payload is not None and not isinstance(payload, dict):
         raise InvalidMessage("payload must be an object")
     return EventMessage(
-        trace_id=_required_str(obj, "trace_id", limit=256),
+        trace_id=_required_str(obj, "trace_id", limit=MAX_TRACE_ID),
         event_type=event_type,
         timestamp=parse_ts(obj["timestamp"]) if "timestamp" in obj else _missing("timestamp"),
         event_subtype=_optional_str(obj, "event_subtype", event_type.rsplit(".", 1)[-1]),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -25,6 +26,8 @@ from kafkapipe.config import Config
 from kafkapipe.inventory.base import Inventory
 from kafkapipe.inventory.records import InventoryRow
 from kafkapipe.log import scrub
+
+log = logging.getLogger(__name__)
 
 WATERMARK_KEY = "kafkapipe.watermark"
 PAGE = 50_000
@@ -104,9 +107,41 @@ def _start(last: Watermark | None, overlap: float) -> tuple[datetime | None, str
     return last.updated_at, last.task_id
 
 
+_INT_RANGES = {
+    f.name: (-(2 ** (f.type.bit_width - 1)), 2 ** (f.type.bit_width - 1) - 1)
+    for f in SCHEMA if pa.types.is_integer(f.type)
+}
+
+
 def to_arrow(rows: list[InventoryRow]) -> pa.Table:
+    """The rows as an Arrow table of :data:`SCHEMA`.
+
+    A number its column cannot hold (written to the inventory by something other than the
+    results stage) is exported as null, with a warning naming the task: one bad row must not
+    stop this and every later export. Anything else Arrow refuses is an ExportError naming the
+    row's task id.
+    """
     columns = {name: [getattr(r, name) for r in rows] for name in SCHEMA.names}
-    return pa.table(columns, schema=SCHEMA)
+    for name, (low, high) in _INT_RANGES.items():
+        values = columns[name]
+        for i, value in enumerate(values):
+            if value is not None and not (isinstance(value, int) and low <= value <= high):
+                log.warning("export: task %s has %s %s, out of the column's range; exported as null",
+                            rows[i].task_id, name, str(value)[:32])
+                values[i] = None
+    try:
+        return pa.table(columns, schema=SCHEMA)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+        raise ExportError(f"row of task {_culprit(rows)} cannot be exported: {exc}") from None
+
+
+def _culprit(rows: list[InventoryRow]) -> str:
+    for row in rows:
+        try:
+            pa.table({name: [getattr(row, name)] for name in SCHEMA.names}, schema=SCHEMA)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            return row.task_id
+    return "(unknown)"
 
 
 class DeltaTarget:

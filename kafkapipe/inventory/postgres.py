@@ -60,7 +60,28 @@ WHERE attachments.status <> 'success'
   AND (EXCLUDED.status = 'success' OR EXCLUDED.completed_at >= attachments.completed_at)
 """
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM attachments"
-_FAILURES = (psycopg.OperationalError, PoolTimeout)
+_FAILURES = (psycopg.Error, PoolTimeout)
+# SQLSTATEs that say the server or the connection cannot take the batch now, whatever it holds:
+# class 08 (connection), 53 (insufficient resources), 57 (operator intervention: shutdown,
+# cannot connect now, statement cancelled), 58 (the server's own I/O), serialization failure,
+# deadlock, lock not available, a read-only server after a fail-over. Every other error (class
+# 22 data, 23 integrity, 54 program limit such as an index row too large, ...) is about what a
+# result holds and propagates, so the loop retries the batch one by one and dead-letters the
+# culprit instead of holding every later batch behind it.
+_UNAVAILABLE_CLASSES = frozenset({"08", "53", "57", "58"})
+_UNAVAILABLE_STATES = frozenset({"40001", "40P01", "55P03", "25006"})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the inventory cannot answer now (retry the batch whole)."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:  # raised by libpq itself: only a failed or lost connection is unavailable
+        return isinstance(exc, psycopg.OperationalError)
+    return state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES
 
 
 class PostgresInventory:
@@ -117,6 +138,8 @@ class PostgresInventory:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 cur.executemany(UPSERT, params)
         except _FAILURES as exc:  # lost connection, fail-over, deadlock: the batch is retried whole
+            if not is_unavailable(exc):
+                raise  # about what a result holds: see _UNAVAILABLE_CLASSES
             raise _unavailable(exc) from None
         return len(params)
 
@@ -153,6 +176,8 @@ class PostgresInventory:
             with self._pool.connection() as conn:
                 return conn.execute(query, params).fetchall()
         except _FAILURES as exc:
+            if not is_unavailable(exc):
+                raise
             raise _unavailable(exc) from None
 
 

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 from kafkapipe import paths
 from kafkapipe.errors import ValidationError
-from kafkapipe.messages import DownloadTask
+from kafkapipe.messages import DownloadTask, make_task_id
 
 
 def check_task(task: DownloadTask) -> None:
-    """ValidationError unless ``blob_path`` obeys the path rules and is what they derive from the task."""
+    """ValidationError unless ``task_id`` and ``blob_path`` are what the task's fields derive.
+
+    ``task_id`` keys the inventory row: one not derived from ``trace_id`` and the URL would let a
+    forged task write (or be answered from) another task's row.
+    """
+    if task.task_id != make_task_id(task.trace_id, task.attachment_url):
+        raise ValidationError(
+            f"task_id refused: {task.task_id[:64]!a} is not the id the task's trace_id and URL give"
+        )
     path = task.blob_path
     if not paths.is_valid(path):
         raise ValidationError(

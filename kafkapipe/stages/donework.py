@@ -10,13 +10,19 @@ then the storage backend itself.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+import attrs
+
 from kafkapipe.config import Config
-from kafkapipe.errors import ConfigError
+from kafkapipe.errors import ConfigError, ValidationError
 from kafkapipe.inventory import Inventory, InventoryUnavailable, open_inventory
+from kafkapipe.inventory.records import url_sha256
 from kafkapipe.messages import STATUS_SUCCESS, DownloadTask
+from kafkapipe.paths import stored_path
+from kafkapipe.security.filetypes import canonical_extension
 from kafkapipe.storage.base import Storage, StoredBlob
 
 log = logging.getLogger(__name__)
@@ -29,13 +35,38 @@ class DoneWork(Protocol):
 
 
 class StoredInStorage:
-    """Asks the storage backend itself (complete means published: see :meth:`Storage.stat`)."""
+    """Asks the storage backend itself (complete means published: see :meth:`Storage.stat`).
 
-    def __init__(self, storage: Storage) -> None:
+    A body is published under :func:`kafkapipe.paths.stored_path` of the task's ``blob_path``
+    with the detected type's extension, which the task does not know: the task's own path is
+    probed, then its name with each extension an allowed file type is stored under.
+    """
+
+    def __init__(self, storage: Storage, allowed_file_types: Iterable[str] = ()) -> None:
         self.storage = storage
+        self.extensions = _extensions(allowed_file_types)
+
+    def candidates(self, task: DownloadTask) -> list[str]:
+        names = [task.blob_path, *(stored_path(task.blob_path, ext) for ext in self.extensions)]
+        return list(dict.fromkeys(names))
 
     def lookup(self, task: DownloadTask) -> StoredBlob | None:
-        return self.storage.stat(task.blob_path)
+        for path in self.candidates(task):
+            found = self.storage.stat(path)
+            if found is not None:
+                return attrs.evolve(found, path=path)
+        return None
+
+
+def _extensions(file_types: Iterable[str]) -> tuple[str, ...]:
+    """The distinct extensions the given file types are stored under, in their order."""
+    found: dict[str, None] = {}
+    for file_type in file_types:
+        try:
+            found[canonical_extension(file_type)] = None
+        except ValidationError:  # never stored, so never found
+            continue
+    return tuple(found)
 
 
 class RecordedInInventory:
@@ -52,7 +83,10 @@ class RecordedInInventory:
             return None
         if row is None or row.status != STATUS_SUCCESS or row.bytes is None or not row.sha256:
             return None
-        return StoredBlob(bytes=row.bytes, sha256=row.sha256)
+        if row.trace_id != task.trace_id or row.url_sha256 != url_sha256(task.attachment_url):
+            log.warning("inventory row of task %s is for another trace or URL; not taken as done", task.task_id)
+            return None
+        return StoredBlob(bytes=row.bytes, sha256=row.sha256, path=row.blob_path)
 
 
 class FirstFound:
@@ -87,6 +121,6 @@ def inventory_for_lookups(config: Config) -> Inventory | None:
         return None
 
 
-def done_work_for(storage: Storage, inventory: Inventory | None) -> DoneWork:
-    stored = StoredInStorage(storage)
+def done_work_for(storage: Storage, inventory: Inventory | None, allowed_file_types: Iterable[str] = ()) -> DoneWork:
+    stored = StoredInStorage(storage, allowed_file_types)
     return stored if inventory is None else FirstFound(RecordedInInventory(inventory), stored)

@@ -68,7 +68,7 @@ class DownloadStage:
         self.max_circuit_waits = config.download.max_circuit_waits
         self.max_circuit_wait = config.download.max_circuit_wait
         self.inventory = inventory_for_lookups(config)
-        self.done_work: DoneWork = done_work_for(self.storage, self.inventory)
+        self.done_work: DoneWork = done_work_for(self.storage, self.inventory, config.download.allowed_file_types)
         self.pool = ThreadPoolExecutor(config.stages.download.threads, thread_name_prefix="download")
 
     def handle(self, messages: list[Message], complete: Complete) -> None:
@@ -116,8 +116,10 @@ class DownloadStage:
             stored = None
         if stored is not None:
             metrics.ALREADY_STORED.inc()
-            log.info("already stored %s (%d bytes); not downloaded again", task.blob_path, stored.bytes)
-            return Done(self.outcomes.success(task, started, bytes=stored.bytes, sha256=stored.sha256))
+            stored_as = stored.path or task.blob_path
+            log.info("already stored %s (%d bytes); not downloaded again", stored_as, stored.bytes)
+            return Done(self.outcomes.success(task, started, bytes=stored.bytes, sha256=stored.sha256,
+                                              blob_path=stored_as))
         try:
             self.breakers.before(host)
         except CircuitOpenError as exc:

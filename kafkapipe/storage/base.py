@@ -17,10 +17,14 @@ import attrs
 
 @attrs.frozen
 class StoredBlob:
-    """A complete, published blob: its size and, where the backend knows it, its sha256."""
+    """A complete, published blob: its size and, where the backend knows it, its sha256.
+
+    ``path`` is the storage path it was found under, where the finder knows it.
+    """
 
     bytes: int
     sha256: str | None = None
+    path: str | None = None
 
 
 class BlobWriter(abc.ABC):

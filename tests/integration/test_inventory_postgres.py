@@ -7,14 +7,22 @@ import socket
 import subprocess
 import sys
 
+import orjson
+import psycopg
 import pytest
 from confluent_kafka import Producer
-from inventoryhelpers import T0, result
+from fakekafka import FakeConsumer, FakeProducer
+from inventoryhelpers import T0, as_table, inventory_config, result
 from kafkahelpers import wait_for
 from pipelinehelpers import ROOT, Pipeline, to_toml
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from kafkapipe.messages import dumps
+from kafkapipe.config import from_mapping
+from kafkapipe.inventory import InventoryUnavailable, open_inventory
+from kafkapipe.kafka.loop import ConsumeLoop
+from kafkapipe.messages import DownloadResult, dumps, make_task_id
+from kafkapipe.stages.results import ResultsStage
+from kafkapipe.worker import WorkerControl
 
 CANARY = "S3cret-Canary-9f2e"
 
@@ -99,7 +107,8 @@ def test_results_stage_holds_while_the_server_is_away_and_loses_nothing(
 
         def send(tasks):
             for task in tasks:
-                producer.produce(pipe.topics["results"], value=dumps(result("success", T0, task_id=task)))
+                producer.produce(pipe.topics["results"],
+                                 value=dumps(result("success", T0, task_id=make_task_id("tr", task))))
             assert producer.flush(30) == 0
 
         send([f"before-{i}" for i in range(20)])
@@ -111,8 +120,66 @@ def test_results_stage_holds_while_the_server_is_away_and_loses_nothing(
         assert pipe.lag("results", pipe.topics["results"]) > 0, "nothing committed while unwritten"
         start_server()
         rows = pipe.wait_rows(40, timeout=120)
-        assert {r["task_id"] for r in rows} == {f"{p}-{i}" for p in ("before", "during") for i in range(20)}
+        assert {r["task_id"] for r in rows} == {
+            make_task_id("tr", f"{p}-{i}") for p in ("before", "during") for i in range(20)}
         pipe.wait_caught_up("results", pipe.topics["results"])
         assert CANARY not in pipe.logs()
     finally:
         pipe.stop()
+
+
+def _run_results_stage(stage, values: list[bytes]):
+    """Every value through a real ConsumeLoop (in-memory Kafka); returns the producer."""
+    consumer, producer = FakeConsumer(), FakeProducer()
+    loop = ConsumeLoop(stage, consumer, producer, WorkerControl(), max_in_flight=100, drain_timeout=1.0)
+    consumer.subscribe(stage.topics, loop._on_assign, loop._on_revoke, loop._on_lost)
+    topic = stage.topics[0]
+    for value in values:
+        consumer.add(topic, 0, value, None)
+    consumer.assign((topic, 0))
+    for _ in range(5):
+        loop._iterate()
+    assert loop._fatal is None
+    assert consumer.stored[(topic, 0)] == len(values)  # every offset done: nothing held
+    return producer
+
+
+# 1500 CJK characters, 4500 bytes that do not compress: too large for the trace_id index (SQLSTATE 54000)
+LONG_CJK_TRACE = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(1500))
+
+
+def _result(task_id: str, **changes) -> DownloadResult:
+    return DownloadResult(task_id=task_id, trace_id="tr", attachment_url="https://h/a.pdf", blob_path="p/a.pdf",
+                          status="success", attempt=1, completed_at=T0, duration_ms=5, **changes)
+
+
+def test_a_result_the_database_cannot_index_does_not_make_the_inventory_unavailable(tmp_path, request):
+    config = inventory_config("postgresql", tmp_path, request)
+    inventory = open_inventory(config)
+    try:
+        bad = _result("b" * 32)
+        object.__setattr__(bad, "trace_id", LONG_CJK_TRACE)  # as a writer skipping the message checks would
+        with pytest.raises(psycopg.Error) as caught:
+            inventory.upsert([_result("a" * 32), bad])
+        assert not isinstance(caught.value, InventoryUnavailable)
+        assert caught.value.sqlstate == "54000"
+        assert inventory.upsert([_result("a" * 32)]) == 1  # the pool's connection is still usable
+        assert inventory.lookup("a" * 32) is not None
+    finally:
+        inventory.close()
+
+
+def test_one_result_the_database_refuses_does_not_hold_the_batch(tmp_path, request):
+    inventory = inventory_config("postgresql", tmp_path, request)
+    config = from_mapping({"inventory": as_table(inventory), "storage": {"root": str(tmp_path / "blobs")}},
+                          "test.toml")
+    stage = ResultsStage(config)
+    try:
+        good = [orjson.loads(dumps(_result(c * 32))) for c in "acd"]
+        bad = {**orjson.loads(dumps(_result("b" * 32))), "trace_id": LONG_CJK_TRACE}
+        producer = _run_results_stage(stage, [orjson.dumps(v) for v in (good[0], bad, *good[1:])])
+        letters = producer.on(config.topics.dlq)
+        assert [p.header("source-offset") for p in letters] == [b"1"]
+        assert {c for c in "abcd" if stage.inventory.lookup(c * 32) is not None} == {"a", "c", "d"}
+    finally:
+        stage.close()

@@ -46,7 +46,7 @@ def task_history(rng: random.Random) -> tuple[dict, list]:
     """Every task's results (failures, for most a success, duplicates) and what must remain."""
     expected, messages = {}, []
     for i in range(TASKS):
-        task = f"task-{i:04}"
+        task = f"{i:032x}"  # a task id as make_task_id gives: 32 lowercase hex digits
         attempts = rng.randint(1, 4)
         succeeds = rng.random() < 0.7
         history = [result("failed_transient", T0 + timedelta(seconds=a), a, task) for a in range(1, attempts)]

@@ -9,7 +9,7 @@ from kafkapipe import config as cfg
 from kafkapipe.download.fetch import FetchOutcome
 from kafkapipe.errors import StorageUnavailableError, TransientError
 from kafkapipe.kafka.loop import Again, Done
-from kafkapipe.messages import DownloadTask, utcnow
+from kafkapipe.messages import DownloadTask, make_task_id, utcnow
 from kafkapipe.paths import blob_path
 from kafkapipe.resilience import CircuitState
 from kafkapipe.stages.download import DownloadStage
@@ -67,7 +67,8 @@ class FakeFetcher:
 
 def task(n: int, url: str | None = None) -> DownloadTask:
     now = utcnow()
-    url, task_id = url or f"https://files.example/{n}.pdf", f"{n:032d}"
+    url = url or f"https://files.example/{n}.pdf"
+    task_id = make_task_id("tr", url)
     # The path the task's own fields derive: the stage refuses any other (security.tasks.check_task).
     return DownloadTask(task_id=task_id, trace_id="tr", attachment_url=url,
                         blob_path=blob_path(task_id, "tr", url, "s", now), event_type="e", event_subtype="e",

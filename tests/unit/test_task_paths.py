@@ -61,12 +61,25 @@ def test_a_hostile_blob_path_is_refused(hostile: str) -> None:
         {"blob_path": "xact/2026/11/25/trace-1/other.pdf"},  # well formed, but not this task's
         {"source_system": "other"},
         {"original_timestamp": datetime(2025, 1, 1, tzinfo=UTC)},
-        {"attachment_url": "https://files.example.com/claims/other.pdf"},
-        {"task_id": "../../etc"},
+        {"attachment_url": "https://files.example.com/claims/other.pdf",
+         "task_id": make_task_id("trace-1", "https://files.example.com/claims/other.pdf")},
     ],
 )
 def test_a_blob_path_that_is_not_what_the_fields_derive_is_refused(changes: dict) -> None:
     with pytest.raises(ValidationError, match="blob_path refused"):
+        check_task(task(**changes))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"attachment_url": "https://files.example.com/claims/other.pdf"},
+        {"trace_id": "trace-2"},
+        {"task_id": "../../etc"},
+    ],
+)
+def test_a_task_id_that_is_not_what_the_fields_derive_is_refused(changes: dict) -> None:
+    with pytest.raises(ValidationError, match="task_id refused"):
         check_task(task(**changes))
 
 
