@@ -14,8 +14,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-import attrs
-
 from kafkapipe.config import Config
 from kafkapipe.errors import ConfigError, ValidationError
 from kafkapipe.inventory import Inventory, InventoryUnavailable, open_inventory
@@ -51,11 +49,7 @@ class StoredInStorage:
         return list(dict.fromkeys(names))
 
     def lookup(self, task: DownloadTask) -> StoredBlob | None:
-        for path in self.candidates(task):
-            found = self.storage.stat(path)
-            if found is not None:
-                return attrs.evolve(found, path=path)
-        return None
+        return self.storage.find(self.candidates(task))
 
 
 def _extensions(file_types: Iterable[str]) -> tuple[str, ...]:

@@ -26,13 +26,15 @@ import email.utils
 import hashlib
 import hmac
 import logging
+import os
 import random
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl, quote, urlsplit
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 import requests
@@ -299,9 +301,11 @@ class AzureBlobStorage(Storage):
         Checked here, before any URL exists: an HTTP client collapses ``..`` and the request
         would land in another container.
         """
+        return f"{self.account_url}/{quote(self.container, safe='')}/{quote(self.blob_name(blob_path), safe='/')}"
+
+    def blob_name(self, blob_path: str) -> str:
         check_relative(blob_path)
-        name = f"{self.prefix}/{blob_path}" if self.prefix else blob_path
-        return f"{self.account_url}/{quote(self.container, safe='')}/{quote(name, safe='/')}"
+        return f"{self.prefix}/{blob_path}" if self.prefix else blob_path
 
     def container_url(self) -> str:
         return f"{self.account_url}/{quote(self.container, safe='')}"
@@ -406,6 +410,24 @@ class AzureBlobStorage(Storage):
         if len(sha256) != 64 or not length.isdigit():
             return None
         return StoredBlob(bytes=int(length), sha256=sha256.lower())
+
+    def find(self, blob_paths: Sequence[str]) -> StoredBlob | None:
+        """One List Blobs call for every name a task may be stored under (they share a prefix).
+
+        A HEAD per candidate would cost a round trip per allowed file type before each download.
+        """
+        names = {self.blob_name(path): path for path in blob_paths}
+        prefix = os.path.commonprefix(list(names))  # noqa: RUF071 - a name prefix, by character
+        if len(names) < 3 or "/" not in prefix:  # one or two: as cheap to ask for each
+            return super().find(blob_paths)
+        query = f"restype=container&comp=list&include=metadata&maxresults=100&prefix={quote(prefix, safe='')}"
+        response = self.request("GET", self.container_url(), "List Blobs", query=query, ok=(200,))
+        listed = _listed(response.content)
+        for name, path in names.items():
+            length, sha256 = listed.get(name, ("", ""))
+            if len(sha256) == 64 and length.isdigit():
+                return StoredBlob(bytes=int(length), sha256=sha256.lower(), path=path)
+        return None
 
     def describe(self, blob_path: str) -> str:
         return redact_url(self.blob_url(blob_path))
@@ -561,3 +583,13 @@ class AzureBlobWriter(BlobWriter):
         if self._state == "open":
             self._state = "aborted"
         self._buffer = bytearray()
+
+
+def _listed(body: bytes) -> dict[str, tuple[str, str]]:
+    """Name → (Content-Length, sha256 metadata) of the blobs in a List Blobs reply."""
+    found: dict[str, tuple[str, str]] = {}
+    for blob in ElementTree.fromstring(body).iter("Blob"):
+        name = blob.findtext("Name") or ""
+        length = blob.findtext("Properties/Content-Length") or ""
+        found[name] = (length, blob.findtext("Metadata/sha256") or "")
+    return found

@@ -10,6 +10,7 @@ bytes at the same path, so redelivered tasks are harmless.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from types import TracebackType
 
 import attrs
@@ -78,6 +79,18 @@ class Storage(abc.ABC):
 
         Backends that cannot tell keep this default, and their tasks are always downloaded.
         """
+        return None
+
+    def find(self, blob_paths: Sequence[str]) -> StoredBlob | None:
+        """The first of ``blob_paths`` published complete, with its ``path``; None if none is.
+
+        The default asks :meth:`stat` for each in turn; a backend where every ask is a round
+        trip answers them all at once.
+        """
+        for blob_path in blob_paths:
+            found = self.stat(blob_path)
+            if found is not None:
+                return attrs.evolve(found, path=blob_path)
         return None
 
     def sweep(self, older_than: float) -> int:

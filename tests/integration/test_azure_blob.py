@@ -517,3 +517,23 @@ def test_this_azurite_is_strict_about_the_api_version(azurite_endpoint, containe
     assert info.value.http_status == 400 and info.value.error_code == "InvalidHeaderValue"
     ours.close()
     future.close()
+
+
+def test_a_task_stored_under_its_detected_type_is_found_with_one_listing(storage, monkeypatch):
+    """find(): every name a task may be stored under is asked with one List Blobs, not a HEAD each."""
+    data = b"%PDF-1.7 found by its listing"
+    with storage.open_writer("src/2026/01/01/t/abc-download") as writer:
+        writer.use_extension("pdf")
+        writer.write(data)
+        writer.commit()
+    calls: list[str] = []
+    real = storage.request
+    monkeypatch.setattr(storage, "request",
+                        lambda method, url, op, **kw: calls.append(op) or real(method, url, op, **kw))
+    base = "src/2026/01/01/t/abc-download"
+    candidates = [base, *(f"{base}.{ext}" for ext in ("jpg", "pdf", "png"))]
+    found = storage.find(candidates)
+    assert found is not None and found.path == "src/2026/01/01/t/abc-download.pdf"
+    assert (found.bytes, found.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert calls == ["List Blobs"]
+    assert storage.find(["src/2026/01/01/t/other", "src/2026/01/01/t/other.pdf", "src/2026/01/01/t/other.jpg"]) is None
