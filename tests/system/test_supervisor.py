@@ -202,6 +202,14 @@ def test_metrics_scrape_sums_across_processes(supervised):
     assert consumed("results") == count
     assert sup.metric("kafkapipe_downloads_total", status="success") == count
     assert sup.metric("kafkapipe_workers", stage="download", state="ready") == 2
+    # What the dashboard and the alerts read moves with the work (produced counts flush per poll).
+    sup.wait_until(lambda: sup.metric("kafkapipe_messages_produced_total", stage="download") >= count,
+                   "the download stage's produced results to be counted")
+    assert sup.metric("kafkapipe_messages_produced_total", stage="ingest") == count
+    assert sup.metric("kafkapipe_messages_produced_total", stage="download") == count
+    assert sup.metric("kafkapipe_processing_seconds_count", stage="download") == count
+    assert sup.metric("kafkapipe_build_info") == 1
+    assert sup.metric("kafkapipe_process_resident_memory_bytes", stage="download") > 0
     # One file per process that counted something: the sums above span processes.
     assert len(list(sup.metrics_dir.glob("counter_*.db"))) >= 5
 
