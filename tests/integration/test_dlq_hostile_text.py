@@ -25,7 +25,7 @@ def raw_controls(text: str) -> list[str]:
 @pytest.fixture
 def hostile_entry(env):  # noqa: F811 - the imported fixture
     entry = failed("hostile", "validation", message=HOSTILE_LOCATION)
-    task = attrs.evolve(entry.task, trace_id=HOSTILE_TRACE, task_id=make_task_id(HOSTILE_TRACE, "x") + "\x9b")
+    task = attrs.evolve(entry.task, trace_id=HOSTILE_TRACE, task_id=make_task_id(HOSTILE_TRACE, "x"))
     entry = attrs.evolve(entry, task=task)
     (coordinate,) = produce(env, [(0, entry, None)])
     return entry, coordinate
@@ -37,7 +37,20 @@ def test_the_table_escapes_every_control_visibly(env, hostile_entry) -> None:  #
     assert raw_controls(out) == []
     lines = out.splitlines()
     assert len(lines) == 2, "one header, one row: nothing forged a line"
-    assert "example.com/\\x9b31mred" in lines[1] and "8047dc80932e79c3486b6a2787227916\\x9b" in lines[1]
+    assert "example.com/\\x9b31mred" in lines[1] and "trace-\\x1b]0;owned\\x07" in lines[1]
+
+
+def test_a_dead_letter_whose_task_id_is_hostile_is_listed_as_undecodable_and_escaped(env) -> None:  # noqa: F811
+    """A task id that is not 32 hex digits is refused when read, and shown only escaped."""
+    entry = failed("hostile-id", "validation", message=HOSTILE_LOCATION)
+    task = attrs.evolve(entry.task, task_id=make_task_id("t", "x") + "\x9b\x1b[2J")
+    produce(env, [(0, attrs.evolve(entry, task=task), None)])
+    code, out, _ = tool(env, "list")
+    assert code == 0
+    assert raw_controls(out) == []
+    lines = out.splitlines()
+    assert len(lines) == 2 and "undecodable" in lines[1], out
+    assert make_task_id("t", "x") + "\\x9b\\x1b[2J" in lines[1]
 
 
 def test_list_json_escapes_non_ascii_controls_and_keeps_the_text(env, hostile_entry) -> None:  # noqa: F811
