@@ -236,6 +236,8 @@ class LocalStorage(Storage):
             folder = _open_folder(self.root, segments[:-1], create=False)
         except ValidationError:
             return None  # a symlink on the way: never followed, so nothing is stored there
+        except FileNotFoundError:
+            return None  # no root yet: nothing was ever stored
         except OSError as exc:
             raise _classify_os_error(exc, str(self.root)) from None
         if folder is None:

@@ -146,3 +146,10 @@ def test_the_stored_name_takes_the_extension_it_is_given(tmp_path):
         writer.commit()
     assert published(tmp_path) == ["claims/t-invoice.pdf"]
     assert storage.exists("claims/t-invoice.pdf") and not storage.exists("claims/t-invoice.scr")
+
+
+def test_nothing_is_stored_before_the_root_exists(tmp_path):
+    """The first download of a new deployment: no root yet is "not stored", not a storage error."""
+    storage = LocalStorage(tmp_path / "not-yet")
+    assert storage.stat("src/2026/01/01/t/abc-a.pdf") is None
+    assert not (tmp_path / "not-yet").exists()
