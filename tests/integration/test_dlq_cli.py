@@ -478,19 +478,24 @@ def test_ack_moves_the_review_group_forward_only(env, caplog):
 
 
 # -------------------------------------------------------------------------- subprocess
-def test_command_line_subprocess(env, tmp_path):
-    entry = failed("cli", "transient")
-    (coordinate,) = produce(env, [(1, entry, None)])
-    config_file = tmp_path / "pipeline.toml"
+def write_config(env, path, audit_log) -> Path:
+    """``env``'s broker and topics as a TOML file, for the command line in a subprocess."""
     topics = "\n".join(
         f'{name} = "{getattr(env.topics, name)}"'
         for name in ("events", "pending", "results", "dlq", "events_dlq", "retry_prefix")
     )
-    config_file.write_text(
+    path.write_text(
         f'[kafka]\nbootstrap_servers = "{env.kafka.bootstrap_servers}"\n'
         f'group_prefix = "{env.kafka.group_prefix}"\n[topics]\n{topics}\n[logging]\nformat = "json"\n'
-        f'[dlq]\naudit_log = "{env.dlq.audit_log}"\n'
+        f'[dlq]\naudit_log = "{audit_log}"\n'
     )
+    return path
+
+
+def test_command_line_subprocess(env, tmp_path):
+    entry = failed("cli", "transient")
+    (coordinate,) = produce(env, [(1, entry, None)])
+    config_file = write_config(env, tmp_path / "pipeline.toml", env.dlq.audit_log)
     envvars = {k: v for k, v in os.environ.items() if not k.startswith("KAFKAPIPE_")}
 
     def cli(*argv: str) -> subprocess.CompletedProcess:

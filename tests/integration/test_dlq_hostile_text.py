@@ -12,7 +12,7 @@ import attrs
 import pytest
 
 from kafkapipe.messages import make_task_id
-from tests.integration.test_dlq_cli import ROOT, env, failed, produce, tool  # noqa: F401 - env is a fixture
+from tests.integration.test_dlq_cli import ROOT, env, failed, produce, tool, write_config  # noqa: F401 - env is a fixture
 
 HOSTILE_TRACE = "trace-\x1b]0;owned\x07\x9b2J\u202egpj.exe\u200b\u2066\r\n2026-11-30 INFO forged line\x7f"
 HOSTILE_LOCATION = "redirect to http://files.example.com/\x9b31mred\x1b[2J\u202dx\u2069\ufeff.pdf refused"
@@ -77,16 +77,7 @@ def test_show_escapes_too(env, hostile_entry) -> None:  # noqa: F811
 
 def test_the_audit_line_names_the_real_user_whatever_user_says(env, tmp_path) -> None:  # noqa: F811
     produce(env, [(0, failed("audited", "permanent"), None)])
-    config_file = tmp_path / "pipeline.toml"
-    topics = "\n".join(
-        f'{name} = "{getattr(env.topics, name)}"'
-        for name in ("events", "pending", "results", "dlq", "events_dlq", "retry_prefix")
-    )
-    config_file.write_text(
-        f'[kafka]\nbootstrap_servers = "{env.kafka.bootstrap_servers}"\n'
-        f'group_prefix = "{env.kafka.group_prefix}"\n[topics]\n{topics}\n[logging]\nformat = "json"\n'
-        f'[dlq]\naudit_log = "{tmp_path / "dlq-audit.jsonl"}"\n'
-    )
+    config_file = write_config(env, tmp_path / "pipeline.toml", tmp_path / "dlq-audit.jsonl")
     envvars = {k: v for k, v in os.environ.items() if not k.startswith("KAFKAPIPE_")}
     envvars.update(USER="mallory", LOGNAME="mallory", LNAME="mallory", USERNAME="mallory")
     proc = subprocess.run(
