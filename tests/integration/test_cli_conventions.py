@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kafkapipe import cli_defaults
+from kafkapipe.cli import defaults as cli_defaults
 from kafkapipe.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import socket
 import attrs
 import pytest
 
-from kafkapipe.cli_urlcheck import url_check
+from kafkapipe.cli.urlcheck import url_check
 from kafkapipe.config import Config, DownloadConfig
 from kafkapipe.download.fetch import Fetcher
 from kafkapipe.errors import ExpiredError, TransientError, ValidationError

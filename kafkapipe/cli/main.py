@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kafkapipe import config as configmod
-from kafkapipe.cli_defaults import CONFIG_HELP, config_path, version
+from kafkapipe.cli.defaults import CONFIG_HELP, config_path, version
 from kafkapipe.errors import ConfigError
 from kafkapipe.exitcodes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 from kafkapipe.log import mask_secrets
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--reload", action="store_true",
                        help="before a reload: skip the metrics port, which the running supervisor holds")
 
-    from kafkapipe import cli_inventory
+    from kafkapipe.cli import inventory as cli_inventory
 
     cli_inventory.add_parser(sub, _with_config)
 
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status_cli.add_parser(sub, _with_config)
 
-    from kafkapipe import cli_migrate
+    from kafkapipe.cli import migrate as cli_migrate
 
     cli_migrate.add_parser(sub, _with_config)
     return parser
@@ -159,7 +159,7 @@ def cmd_produce(args: argparse.Namespace, config: configmod.Config) -> int:
 
 
 def cmd_url_check(args: argparse.Namespace, config: configmod.Config) -> int:
-    from kafkapipe.cli_urlcheck import url_check
+    from kafkapipe.cli.urlcheck import url_check
 
     return url_check(config, args.urls, sys.stdout)
 
@@ -179,25 +179,25 @@ def cmd_config(args: argparse.Namespace, config: configmod.Config) -> int:
 
 
 def cmd_inventory(args: argparse.Namespace, config: configmod.Config) -> int:
-    from kafkapipe import cli_inventory
+    from kafkapipe.cli import inventory as cli_inventory
 
     return cli_inventory.run(args, config)
 
 
 def cmd_migrate(args: argparse.Namespace, config: configmod.Config) -> int:
-    from kafkapipe import cli_migrate
+    from kafkapipe.cli import migrate as cli_migrate
 
     return cli_migrate.run(args, config)
 
 
 def cmd_compare(args: argparse.Namespace, config: configmod.Config) -> int:
-    from kafkapipe import cli_migrate
+    from kafkapipe.cli import migrate as cli_migrate
 
     return cli_migrate.run_compare(args, config)
 
 
 def cmd_offsets(args: argparse.Namespace, config: configmod.Config) -> int:
-    from kafkapipe import cli_migrate
+    from kafkapipe.cli import migrate as cli_migrate
 
     return cli_migrate.run_offsets(args, config)
 
@@ -235,6 +235,3 @@ COMMANDS = {
     "offsets": cmd_offsets,
 }
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
