@@ -77,12 +77,42 @@ def url_path(url: str) -> str:
 
 def blob_path(task_id: str, trace_id: str, url: str, source_system: str, when: datetime) -> str:
     path = (
-        f"{safe_segment(source_system, 64, 'unknown')}/{_day_folder(when.astimezone(UTC))}/"
+        f"{_source_segment(source_system)}/{_day_folder_of(when.astimezone(UTC))}/"
         f"{safe_segment(trace_id, 128)}/{task_id}-{file_name(url)}"
     )
     if not is_valid(path):  # pragma: no cover - guarded by construction; a bug if reached
         raise ValueError(f"constructed an invalid blob path for task {task_id}")
     return path
+
+
+# Events come from a few source systems and mostly from the last few days: these two segments
+# are looked up, not rebuilt, for nearly every task. Each is a function of its key alone; the
+# bound keeps a flood of distinct values from growing them (it then costs a rebuild, not memory).
+_REMEMBERED = 1024
+_SOURCE_SEGMENTS: dict[str, str] = {}
+_DAY_FOLDERS: dict[int, str] = {}
+
+
+def _source_segment(source_system: str) -> str:
+    segment = _SOURCE_SEGMENTS.get(source_system)
+    if segment is None:
+        segment = safe_segment(source_system, 64, "unknown")
+        if len(source_system) <= 64:  # a longer one is refused or cut anyway: not worth keeping
+            if len(_SOURCE_SEGMENTS) >= _REMEMBERED:
+                _SOURCE_SEGMENTS.clear()
+            _SOURCE_SEGMENTS[source_system] = segment
+    return segment
+
+
+def _day_folder_of(day: datetime) -> str:
+    key = day.toordinal()  # the date and nothing else: what the folder is made of
+    folder = _DAY_FOLDERS.get(key)
+    if folder is None:
+        folder = _day_folder(day)
+        if len(_DAY_FOLDERS) >= _REMEMBERED:
+            _DAY_FOLDERS.clear()
+        _DAY_FOLDERS[key] = folder
+    return folder
 
 
 def _day_folder(day: datetime) -> str:

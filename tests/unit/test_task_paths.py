@@ -214,3 +214,14 @@ def test_blob_path_is_byte_for_byte_what_it_was(trace_id: str, url: str, source:
     task_id = make_task_id(trace_id, url)
     assert paths.blob_path(task_id, trace_id, url, source, when) == _blob_path_by_the_rules(
         task_id, trace_id, url, source, when)
+
+
+def test_remembered_segments_are_bounded_and_changed_by_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paths, "_REMEMBERED", 4)
+    for day in range(1, 29):
+        for source in (f"src{day}", "x" * 65 + str(day), "../" + str(day)):
+            when = datetime(2026, 2, day, 23, 30, tzinfo=timezone(timedelta(hours=-3)))
+            got = paths.blob_path("t", "trace", URL, source, when)
+            assert got == _blob_path_by_the_rules("t", "trace", URL, source, when)
+            assert len(paths._SOURCE_SEGMENTS) <= 4 and len(paths._DAY_FOLDERS) <= 4
+    assert all(len(source) <= 64 for source in paths._SOURCE_SEGMENTS)
