@@ -453,6 +453,14 @@ class UrlValidator:
             ip=ip,
         )
 
+    def validate_static(self, url: str) -> None:
+        """:meth:`check_static`'s verdict alone: its ValidationError, or None when it would pass.
+
+        For a caller that only rejects early (ingest) and has no use for the parsed URL.
+        """
+        scheme, authority, _, _ = _split(url, self._schemes)
+        self._authority(scheme, authority)
+
     def _authority(self, scheme: str, authority: str) -> tuple[str, int, IPAddress | None]:
         """(host, port, ip) of an authority that passes steps 3-6 and, for an IP literal, 7.
 

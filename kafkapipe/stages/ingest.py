@@ -67,7 +67,7 @@ class IngestStage:
         for url in event.attachments:
             task = self._task(event, url, created)
             try:
-                self.validator.check_static(url)
+                self.validator.validate_static(url)
             except ValidationError as exc:
                 outputs.extend(self.outcomes.permanent(task, ErrorInfo(exc.category, exc.message), time.monotonic()))
                 continue

@@ -658,9 +658,14 @@ URL_TEXT = st.lists(URL_PIECES, max_size=12).map("".join) | st.text(max_size=60)
 
 def _verdict(validator: UrlValidator, url: str) -> object:
     try:
-        return validator.check_static(url)
+        parsed = validator.check_static(url)
     except ValidationError as exc:
+        with pytest.raises(ValidationError) as again:
+            validator.validate_static(url)
+        assert again.value.message == exc.message
         return ("refused", exc.message)
+    assert validator.validate_static(url) is None
+    return parsed
 
 
 @settings(max_examples=3000, deadline=None)
@@ -696,9 +701,10 @@ def test_every_bypass_form_is_refused_again_by_a_validator_that_passed_its_neigh
             validator.check_static("https://files.example.com/a.pdf")
             validator.check_static("https://x.blob.core.windows.net/a.pdf")
             for url, reason in forms:
-                with pytest.raises(ValidationError) as caught:
-                    validator.check_static(url)
-                assert reason.lower() in caught.value.message.lower(), url
+                for check in (validator.check_static, validator.validate_static):
+                    with pytest.raises(ValidationError) as caught:
+                        check(url)
+                    assert reason.lower() in caught.value.message.lower(), url
 
 
 def test_remembered_authorities_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
