@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -45,10 +46,52 @@ def utcnow() -> datetime:
 
 def format_ts(value: datetime) -> str:
     """RFC 3339, UTC, milliseconds: ``2026-11-25T19:09:22.123+00:00``."""
+    if value.tzinfo is UTC:  # what isoformat spells, without its time zone calls
+        return _UTC_FORMAT % (value.year, value.month, value.day, value.hour, value.minute, value.second,
+                              value.microsecond // 1000)
     return value.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
+_UTC_FORMAT = "%04d-%02d-%02dT%02d:%02d:%02d.%03d+00:00"
+
+
+class _LastFormatted:
+    """:func:`format_ts` of the datetime it was given last, kept with it (by identity).
+
+    One object stands for every task of an event (its timestamp) or of a batch (their
+    ``created_at``). Holding the object keeps its id from being reused; the pair is swapped in
+    one assignment, so threads sharing this see an old pair or a new one, never a mix.
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: tuple[datetime | None, str] = (None, "")
+
+    def __call__(self, value: datetime) -> str:
+        last = self._last
+        if last[0] is value:
+            return last[1]
+        text = format_ts(value)
+        self._last = (value, text)
+        return text
+
+
 def parse_ts(text: str, name: str = "timestamp") -> datetime:
+    # Fast path for what producers send: a date-time in UTC ("Z" or "+00:00"). It accepts only
+    # what the full rules below accept, with the same value; anything else goes through them.
+    if type(text) is str and text[10:11] == "T" and "z" not in text:
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            if value.tzinfo is UTC:
+                return value
+    return _parse_ts(text, name)
+
+
+def _parse_ts(text: str, name: str) -> datetime:
     if not isinstance(text, str):
         raise InvalidMessage(f"{name} must be an RFC 3339 string")
     try:
@@ -76,6 +119,17 @@ def truncate(text: str | None, limit: int) -> str | None:
 
 def make_task_id(trace_id: str, url: str) -> str:
     return hashlib.sha256(f"{trace_id}\n{url}".encode()).hexdigest()[:32]
+
+
+def _retry_count_in_range(_instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    """``attrs.validators.ge(0)`` then ``lt(MAX_RETRY_COUNT)``, same errors, in one call.
+
+    It runs for every task built, and attrs' ``and_`` of the two costs three calls.
+    """
+    if not value >= 0:
+        raise ValueError(f"'{attribute.name}' must be >= 0: {value}")
+    if not value < MAX_RETRY_COUNT:
+        raise ValueError(f"'{attribute.name}' must be < {MAX_RETRY_COUNT}: {value}")
 
 
 @frozen
@@ -109,8 +163,7 @@ class DownloadTask:
     created_at: datetime
     assignment_id: str | None = None
     estimate_version: str | None = None
-    retry_count: int = field(default=0, validator=attrs.validators.and_(
-        attrs.validators.ge(0), attrs.validators.lt(MAX_RETRY_COUNT)))
+    retry_count: int = field(default=0, validator=_retry_count_in_range)
     retry_at: datetime | None = None
     last_error: ErrorInfo | None = None
     metadata: dict[str, str] = field(factory=dict)
@@ -152,7 +205,41 @@ def _make_converter():
     conv = make_converter(forbid_extra_keys=False)
     conv.register_unstructure_hook(datetime, format_ts)
     conv.register_structure_hook(datetime, lambda v, _: parse_ts(v, "timestamp"))
+    conv.register_unstructure_hook(DownloadTask, _task_unstructurer(conv))
     return conv
+
+
+def _task_unstructurer(conv) -> Callable[[DownloadTask], dict[str, Any]]:
+    """The dict cattrs would generate for a task, built without a hook call per field.
+
+    Every task ingest writes goes through here. The fields that are set only on retried or
+    replayed tasks still go through ``conv``'s own hooks; the timestamps shared by the tasks of
+    an event or a batch are formatted once.
+    """
+    original_text, created_text = _LastFormatted(), _LastFormatted()
+
+    def unstructure_task(task: DownloadTask) -> dict[str, Any]:
+        retry_at, last_error, metadata = task.retry_at, task.last_error, task.metadata
+        return {
+            "task_id": task.task_id,
+            "trace_id": task.trace_id,
+            "attachment_url": task.attachment_url,
+            "blob_path": task.blob_path,
+            "event_type": task.event_type,
+            "event_subtype": task.event_subtype,
+            "source_system": task.source_system,
+            "original_timestamp": original_text(task.original_timestamp),
+            "created_at": created_text(task.created_at),
+            "assignment_id": task.assignment_id,
+            "estimate_version": task.estimate_version,
+            "retry_count": task.retry_count,
+            "retry_at": None if retry_at is None else format_ts(retry_at),
+            "last_error": None if last_error is None else conv.unstructure(last_error, ErrorInfo),
+            "metadata": conv.unstructure(metadata, dict[str, str]) if metadata else {},
+            "schema_version": task.schema_version,
+        }
+
+    return unstructure_task
 
 
 converter = _make_converter()
@@ -238,8 +325,13 @@ def _attachments(obj: dict[str, Any]) -> tuple[str, ...]:
     raw = obj.get("attachments")
     if raw is None:
         return ()
-    if not isinstance(raw, list) or not all(isinstance(u, str) and u for u in raw):
+    if not isinstance(raw, list):
         raise InvalidMessage("attachments must be a list of URL strings")
+    for url in raw:
+        if not isinstance(url, str) or not url:
+            raise InvalidMessage("attachments must be a list of URL strings")
+    if len(raw) < 2:
+        return tuple(raw)
     return tuple(dict.fromkeys(raw))  # duplicates collapse, order kept
 
 
@@ -257,16 +349,23 @@ def parse_event(data: bytes | None) -> EventMessage:
     payload = obj.get("payload")
     if payload is not None and not isinstance(payload, dict):
         raise InvalidMessage("payload must be an object")
+    trace_id = _required_str(obj, "trace_id", limit=MAX_TRACE_ID)
+    timestamp = obj.get("timestamp", _ABSENT)
+    when = _missing("timestamp") if timestamp is _ABSENT else parse_ts(timestamp)
+    subtype = _optional_str(obj, "event_subtype")
     return EventMessage(
-        trace_id=_required_str(obj, "trace_id", limit=MAX_TRACE_ID),
+        trace_id=trace_id,
         event_type=event_type,
-        timestamp=parse_ts(obj["timestamp"]) if "timestamp" in obj else _missing("timestamp"),
-        event_subtype=_optional_str(obj, "event_subtype", event_type.rsplit(".", 1)[-1]),
+        timestamp=when,
+        event_subtype=event_type.rsplit(".", 1)[-1] if subtype is None else subtype,
         source_system=_optional_str(obj, "source_system", "unknown"),
         assignment_id=_optional_str(obj, "assignment_id"),
         estimate_version=_optional_str(obj, "estimate_version"),
         attachments=_attachments(obj),
     )
+
+
+_ABSENT = object()
 
 
 def _missing(name: str) -> Any:

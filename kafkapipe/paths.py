@@ -45,7 +45,9 @@ def safe_segment(text: str, limit: int, fallback: str = "_") -> str:
 
 def file_name(url: str) -> str:
     """The URL's last path segment, decoded and made safe; ``attachment`` when there is none."""
-    return safe_segment(unquote(posixpath.basename(url_path(url))), 120, "attachment")
+    m = _PLAIN_URL_NAME.fullmatch(url)
+    name = (m.group(2) or "") if m and m.group(1).isascii() else posixpath.basename(url_path(url))
+    return safe_segment(unquote(name) if "%" in name else name, 120, "attachment")
 
 
 # ``scheme://netloc/path`` with an ASCII netloc: the path urlsplit would return, found by one
@@ -53,6 +55,13 @@ def file_name(url: str) -> str:
 # hosts, which it checks and may refuse; no authority) goes through urlsplit itself.
 _PLAIN_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#\[\]]*)(/[^?#]*)?(?=[?#]|\Z)")
 _C0_OR_SPACE = re.compile(r"[\x00-\x20]")
+# The same URLs as _PLAIN_URL with no control or space anywhere, in one match that also finds
+# the path's last segment (what posixpath.basename of url_path gives).
+_PLAIN_URL_NAME = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#\[\]\x00-\x20]*)"
+    r"(?:/(?:[^?#\x00-\x20]*/)?([^/?#\x00-\x20]*))?"
+    r"(?:[?#][^\x00-\x20]*)?"
+)
 
 
 def url_path(url: str) -> str:
@@ -67,18 +76,43 @@ def url_path(url: str) -> str:
 
 
 def blob_path(task_id: str, trace_id: str, url: str, source_system: str, when: datetime) -> str:
-    day = when.astimezone(UTC)
-    path = "/".join(
-        (
-            safe_segment(source_system, 64, "unknown"),
-            _day_folder(day),
-            safe_segment(trace_id, 128),
-            f"{task_id}-{file_name(url)}",
-        )
+    path = (
+        f"{_source_segment(source_system)}/{_day_folder_of(when.astimezone(UTC))}/"
+        f"{safe_segment(trace_id, 128)}/{task_id}-{file_name(url)}"
     )
     if not is_valid(path):  # pragma: no cover - guarded by construction; a bug if reached
         raise ValueError(f"constructed an invalid blob path for task {task_id}")
     return path
+
+
+# Events come from a few source systems and mostly from the last few days: these two segments
+# are looked up, not rebuilt, for nearly every task. Each is a function of its key alone; the
+# bound keeps a flood of distinct values from growing them (it then costs a rebuild, not memory).
+_REMEMBERED = 1024
+_SOURCE_SEGMENTS: dict[str, str] = {}
+_DAY_FOLDERS: dict[int, str] = {}
+
+
+def _source_segment(source_system: str) -> str:
+    segment = _SOURCE_SEGMENTS.get(source_system)
+    if segment is None:
+        segment = safe_segment(source_system, 64, "unknown")
+        if len(source_system) <= 64:  # a longer one is refused or cut anyway: not worth keeping
+            if len(_SOURCE_SEGMENTS) >= _REMEMBERED:
+                _SOURCE_SEGMENTS.clear()
+            _SOURCE_SEGMENTS[source_system] = segment
+    return segment
+
+
+def _day_folder_of(day: datetime) -> str:
+    key = day.toordinal()  # the date and nothing else: what the folder is made of
+    folder = _DAY_FOLDERS.get(key)
+    if folder is None:
+        folder = _day_folder(day)
+        if len(_DAY_FOLDERS) >= _REMEMBERED:
+            _DAY_FOLDERS.clear()
+        _DAY_FOLDERS[key] = folder
+    return folder
 
 
 def _day_folder(day: datetime) -> str:
@@ -87,7 +121,19 @@ def _day_folder(day: datetime) -> str:
     return f"{day.year}/{day.month:02d}/{day.day:02d}"
 
 
+# Segments of [A-Za-z0-9._-] that do not start with a dot, so none is "." or "..", none is empty
+# and the path is not absolute: every path this matches (within MAX_PATH; all ASCII, so its
+# length is its size in bytes) passes the rules of is_valid. What blob_path builds always does.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(?:/[A-Za-z0-9_-][A-Za-z0-9._-]*)*")
+
+
 def is_valid(path: str) -> bool:
+    if len(path) <= MAX_PATH and _PLAIN_PATH.fullmatch(path):
+        return True
+    return _is_valid(path)
+
+
+def _is_valid(path: str) -> bool:
     return (
         bool(_VALID.match(path))
         and not path.startswith("/")

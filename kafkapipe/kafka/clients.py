@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from kafkapipe.config import Config, is_event_hubs
+from kafkapipe.messages import SCHEMA_FAILED, SCHEMA_RESULT, SCHEMA_TASK
 
 # Event Hubs' recommendations for Kafka clients: shorter sessions or request timeouts time out
 # consumers, which rebalances the group, which times out more of them.
@@ -105,15 +106,18 @@ def group_id(config: Config, stage: str) -> str:
 
 def headers(schema: str | None, trace_id: str | None, task_id: str | None = None, **extra: str) -> list:
     """The contract's headers: trace_id, task_id, kafkapipe-schema, plus any extras."""
-    out: list[tuple[str, bytes]] = []
-    if trace_id is not None:
-        out.append(("trace_id", trace_id.encode()))
+    out: list[tuple[str, bytes]] = [] if trace_id is None else [("trace_id", trace_id.encode())]
     if task_id is not None:
         out.append(("task_id", task_id.encode()))
     if schema is not None:
-        out.append(("kafkapipe-schema", schema.encode()))
-    out.extend((k, v.encode()) for k, v in extra.items())
+        out.append(_SCHEMA_HEADERS.get(schema) or ("kafkapipe-schema", schema.encode()))
+    if extra:
+        out.extend((k, v.encode()) for k, v in extra.items())
     return out
+
+
+# Built once: one of these goes with every message the pipeline writes (tuples, shared safely).
+_SCHEMA_HEADERS = {s: ("kafkapipe-schema", s.encode()) for s in (SCHEMA_TASK, SCHEMA_RESULT, SCHEMA_FAILED)}
 
 
 def partition_of(msg: Message) -> tuple[str, int]:

@@ -305,15 +305,32 @@ def _embedding_name(ip: IPAddress) -> str:
 
 # Whitespace, controls (C0, DEL, C1), the Unicode line/paragraph separators, BOM, backslash:
 # one regex scan instead of a Python loop per character; the first one found decides the reason.
-_BAD_CHAR = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029\ufeff\\\\]")
+_BAD = "\x00-\x20\x7f-\x9f\u2028\u2029\ufeff\\\\"
+_BAD_CHAR = re.compile(f"[{_BAD}]")
 
 
 _SCHEME = re.compile(r"[A-Za-z0-9+.-]+")
 _AUTHORITY_END = re.compile(r"[/?#]")
+# A URL the rules below split without complaint, in one match: scheme://authority, path, an
+# optional ?query and #fragment, no refused character anywhere. Groups: scheme, authority,
+# path, query (None without "?").
+_PLAIN_URL = re.compile(
+    f"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#{_BAD}]*)([^?#{_BAD}]*)(?:\\?([^#{_BAD}]*))?(?:#[^{_BAD}]*)?"
+)
 
 
 def _split(url: str, schemes: frozenset[str]) -> tuple[str, str, str, str | None]:
     """``scheme://authority/path?query#fragment`` → (scheme, authority, path, query)."""
+    if type(url) is str and len(url) <= MAX_URL_LENGTH:
+        plain = _PLAIN_URL.fullmatch(url)
+        if plain is not None and (scheme := plain.group(1).lower()) in schemes:
+            authority, path, query = plain.group(2, 3, 4)
+            return scheme, authority, path or "/", query
+    return _split_checked(url, schemes)
+
+
+def _split_checked(url: str, schemes: frozenset[str]) -> tuple[str, str, str, str | None]:
+    """:func:`_split` rule by rule, each refusal with its own reason."""
     if not isinstance(url, str):
         raise ValidationError("URL is not a string")
     if not url:
@@ -394,6 +411,7 @@ class _Unjudged(enum.Enum):
 
 _UNJUDGED: Final = _Unjudged.UNJUDGED
 _HOST_VERDICTS = 4096
+_MAX_REMEMBERED_AUTHORITY = 300  # a 253-character name, a port, brackets: longer ones are not kept
 
 
 class UrlValidator:
@@ -415,6 +433,8 @@ class UrlValidator:
         # Host → refusal (None: allowed). The key is the normalised host, whose spelling also
         # tells an IP literal (canonical form) from a name; dict reads and writes are atomic.
         self._host_refusals: dict[str, str | None] = {}
+        # (scheme, authority) → (host, port, ip) of those that passed; see _authority.
+        self._passed_authorities: dict[tuple[str, str], tuple[str, int, IPAddress | None]] = {}
 
     @property
     def open_host_list(self) -> bool:
@@ -423,6 +443,42 @@ class UrlValidator:
     def check_static(self, url: str) -> ParsedUrl:
         """Everything that needs no DNS; an IP-literal host is judged as an address here."""
         scheme, authority, path, query = _split(url, self._schemes)
+        host, port, ip = self._authority(scheme, authority)
+        return ParsedUrl(
+            scheme=scheme,
+            host=host,
+            port=port,
+            path=_encode_non_ascii(path),
+            query=None if query is None else _encode_non_ascii(query),
+            ip=ip,
+        )
+
+    def validate_static(self, url: str) -> None:
+        """:meth:`check_static`'s verdict alone: its ValidationError, or None when it would pass.
+
+        For a caller that only rejects early (ingest) and has no use for the parsed URL.
+        """
+        scheme, authority, _, _ = _split(url, self._schemes)
+        self._authority(scheme, authority)
+
+    def _authority(self, scheme: str, authority: str) -> tuple[str, int, IPAddress | None]:
+        """(host, port, ip) of an authority that passes steps 3-6 and, for an IP literal, 7.
+
+        A function of the two strings and the configuration only (no DNS), and events name the
+        same few hosts over and over: a passed authority is remembered, a refused one is judged
+        again every time. Bounded in entries and in the length of what is kept.
+        """
+        key = (scheme, authority)
+        passed = self._passed_authorities.get(key)
+        if passed is None:
+            passed = self._judge_authority(scheme, authority)
+            if len(authority) <= _MAX_REMEMBERED_AUTHORITY:
+                if len(self._passed_authorities) >= _HOST_VERDICTS:
+                    self._passed_authorities.clear()
+                self._passed_authorities[key] = passed
+        return passed
+
+    def _judge_authority(self, scheme: str, authority: str) -> tuple[str, int, IPAddress | None]:
         host_text, port_text, bracketed = _split_authority(authority)
         if bracketed:
             ip: IPAddress | None = _parse_ipv6_literal(host_text)
@@ -433,17 +489,9 @@ class UrlValidator:
         port = _parse_port(port_text, scheme)
         if port not in self._ports:
             raise ValidationError(f"port {port} not allowed")
-        parsed = ParsedUrl(
-            scheme=scheme,
-            host=host,
-            port=port,
-            path=_encode_non_ascii(path),
-            query=None if query is None else _encode_non_ascii(query),
-            ip=ip,
-        )
         if ip is not None:
             self._check_address(ip)
-        return parsed
+        return host, port, ip
 
     def check(self, url: str) -> ValidatedUrl:
         """Static checks, then resolve and judge every address."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 
 import orjson
 from confluent_kafka import Message
@@ -49,20 +50,24 @@ class IngestStage:
         self.outcomes = Outcomes(config.topics, stage=self.name)
 
     def handle(self, messages: list[Message], complete: Complete) -> None:
+        # One creation time for the batch: its tasks are made within milliseconds of each other,
+        # and one datetime object is formatted once for all of them.
+        created = utcnow()
         for msg in messages:
-            complete(msg, Done(self.outputs(msg)))
+            complete(msg, Done(self.outputs(msg, created)))
 
-    def outputs(self, msg: Message) -> list[Output]:
+    def outputs(self, msg: Message, created: datetime | None = None) -> list[Output]:
         try:
             event = parse_event(msg.value())
         except InvalidMessage as exc:
             return [self._dead_letter(msg, str(exc))]
-        created = utcnow()
+        if created is None:
+            created = utcnow()
         outputs: list[Output] = []
         for url in event.attachments:
             task = self._task(event, url, created)
             try:
-                self.validator.check_static(url)
+                self.validator.validate_static(url)
             except ValidationError as exc:
                 outputs.extend(self.outcomes.permanent(task, ErrorInfo(exc.category, exc.message), time.monotonic()))
                 continue
@@ -73,7 +78,7 @@ class IngestStage:
         return outputs
 
     @staticmethod
-    def _task(event: EventMessage, url: str, created) -> DownloadTask:
+    def _task(event: EventMessage, url: str, created: datetime) -> DownloadTask:
         task_id = make_task_id(event.trace_id, url)
         return DownloadTask(
             task_id=task_id,

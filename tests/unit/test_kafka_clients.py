@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from kafkapipe import config as cfg
 from kafkapipe.errors import ConfigError
-from kafkapipe.kafka.clients import consumer_config, producer_config
+from kafkapipe.kafka.clients import consumer_config, headers, producer_config
+from kafkapipe.messages import SCHEMA_FAILED, SCHEMA_RESULT, SCHEMA_TASK
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "etc" / "examples"
 
@@ -113,3 +114,17 @@ def test_any_bootstrap_text_gives_a_codec_librdkafka_knows(bootstrap):
     assert chosen in ("none", "lz4")
     if chosen == "none":
         assert ".servicebus." in bootstrap.lower()
+
+
+SCHEMAS = st.sampled_from([SCHEMA_TASK, SCHEMA_RESULT, SCHEMA_FAILED, "other/1"]) | st.none() | st.text(max_size=8)
+
+
+@given(SCHEMAS, st.none() | st.text(max_size=8), st.none() | st.text(max_size=8),
+       st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3))
+def test_headers_are_trace_task_schema_then_extras_each_encoded(schema, trace_id, task_id, extra) -> None:
+    expected = [(name, value.encode()) for name, value in
+                (("trace_id", trace_id), ("task_id", task_id), ("kafkapipe-schema", schema)) if value is not None]
+    expected += [(k, v.encode()) for k, v in extra.items()]
+    first, second = headers(schema, trace_id, task_id, **extra), headers(schema, trace_id, task_id, **extra)
+    assert first == second == expected
+    assert first is not second  # a list of its own for every message: callers may add to it

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import posixpath
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from urllib.parse import unquote
 
 import attrs
 import pytest
@@ -153,3 +156,72 @@ def test_day_folder_spelled_as_strftime(year: int) -> None:
 def test_safe_segment_fast_path_changes_nothing(text: str, limit: int) -> None:
     cleaned = paths._DOTS.sub(".", paths._UNSAFE.sub("_", text)).lstrip(".-")[:limit].rstrip(".")
     assert paths.safe_segment(text, limit) == (cleaned or "_")
+
+
+# --- the fast paths give what the rules they stand for give ---
+
+
+def _is_valid_by_the_rules(path: str) -> bool:
+    return (
+        bool(re.match(r"^[A-Za-z0-9._/-]+$", path))
+        and not path.startswith("/")
+        and not {".", ".."} & set(path.split("/"))
+        and all(path.split("/"))
+        and len(path.encode()) <= paths.MAX_PATH
+    )
+
+
+def _blob_path_by_the_rules(task_id: str, trace_id: str, url: str, source_system: str, when: datetime) -> str:
+    day = when.astimezone(UTC)
+    folder = f"{day:%Y/%m/%d}" if day.year < 1000 else f"{day.year}/{day.month:02d}/{day.day:02d}"
+    name = paths.safe_segment(unquote(posixpath.basename(paths.url_path(url))), 120, "attachment")
+    return "/".join((paths.safe_segment(source_system, 64, "unknown"), folder, paths.safe_segment(trace_id, 128),
+                     f"{task_id}-{name}"))
+
+
+PATH_TEXT = (st.lists(st.sampled_from(["a", "Z9", "_", "-", ".", "..", "/", "//", "\n", "é", " ", "%2e", "x" * 300]),
+                      max_size=12).map("".join)
+             | st.text(max_size=40))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(PATH_TEXT)
+def test_is_valid_accepts_what_its_rules_accept(path: str) -> None:
+    assert paths.is_valid(path) == _is_valid_by_the_rules(path)
+
+
+def test_is_valid_at_the_size_limit() -> None:
+    for size in (paths.MAX_PATH - 1, paths.MAX_PATH, paths.MAX_PATH + 1):
+        path = "a/" + "b" * (size - 2)
+        assert paths.is_valid(path) == _is_valid_by_the_rules(path) == (size <= paths.MAX_PATH)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(URL_PARTS, max_size=10).map("".join) | st.text(max_size=40))
+def test_file_name_is_the_url_paths_last_segment(url: str) -> None:
+    expected = paths.safe_segment(unquote(posixpath.basename(paths.url_path(url))), 120, "attachment")
+    assert paths.file_name(url) == expected
+
+
+ZONES = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-11)),
+                         timezone(timedelta(0))])
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(max_size=80), st.lists(URL_PARTS, max_size=10).map("".join) | st.text(max_size=60), st.text(max_size=80),
+       st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31), timezones=ZONES))
+def test_blob_path_is_byte_for_byte_what_it_was(trace_id: str, url: str, source: str, when: datetime) -> None:
+    task_id = make_task_id(trace_id, url)
+    assert paths.blob_path(task_id, trace_id, url, source, when) == _blob_path_by_the_rules(
+        task_id, trace_id, url, source, when)
+
+
+def test_remembered_segments_are_bounded_and_changed_by_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(paths, "_REMEMBERED", 4)
+    for day in range(1, 29):
+        for source in (f"src{day}", "x" * 65 + str(day), "../" + str(day)):
+            when = datetime(2026, 2, day, 23, 30, tzinfo=timezone(timedelta(hours=-3)))
+            got = paths.blob_path("t", "trace", URL, source, when)
+            assert got == _blob_path_by_the_rules("t", "trace", URL, source, when)
+            assert len(paths._SOURCE_SEGMENTS) <= 4 and len(paths._DAY_FOLDERS) <= 4
+    assert all(len(source) <= 64 for source in paths._SOURCE_SEGMENTS)

@@ -13,11 +13,14 @@ import socket
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kafkapipe.cli.urlcheck import url_check
 from kafkapipe.config import Config, DownloadConfig
 from kafkapipe.download.fetch import Fetcher
 from kafkapipe.errors import ExpiredError, TransientError, ValidationError
+from kafkapipe.security import urls
 from kafkapipe.security.urls import (
     UrlValidator,
     address_deny_reason,
@@ -639,3 +642,78 @@ def test_gcp_ipv6_metadata_is_refused_even_inside_allow_cidrs() -> None:
     for url in ("http://[fd20:ce::254]/", "http://gcp6.example/"):
         with pytest.raises(ValidationError, match="metadata"):
             validator.check(url)
+
+
+# --- the one-match splitter and the remembered authorities change no verdict ---
+
+URL_PIECES = st.sampled_from([
+    "http", "HTTPS", "https", "ftp", "h1+.-", "1http", "", ":", "//", "/", "?", "#", "@", "[", "]", "[::1]", "::1",
+    "files.example.com", "FILES.example.com.", "127.1", "0x7f.1", "[::ffff:127.0.0.1]",
+    "\uff46\uff49\uff4c\uff45\uff53",
+    ":443", ":80", ":8080", ":0", ":99999", ":", "%2e", "a.pdf", "\u00fc", " ", "\t", "\x00", "\x7f", "\x85", "\\",
+    "\u2028", "\ufeff", "x.blob.core.windows.net", "localhost", "169.254.169.254", "user@", "evil.com",
+])
+URL_TEXT = st.lists(URL_PIECES, max_size=12).map("".join) | st.text(max_size=60)
+
+
+def _verdict(validator: UrlValidator, url: str) -> object:
+    try:
+        parsed = validator.check_static(url)
+    except ValidationError as exc:
+        with pytest.raises(ValidationError) as again:
+            validator.validate_static(url)
+        assert again.value.message == exc.message
+        return ("refused", exc.message)
+    assert validator.validate_static(url) is None
+    return parsed
+
+
+@settings(max_examples=3000, deadline=None)
+@given(URL_TEXT)
+def test_the_one_match_split_is_the_checked_split(url: str) -> None:
+    schemes = frozenset({"http", "https"})
+    try:
+        expected: object = urls._split_checked(url, schemes)
+    except ValidationError as exc:
+        expected = exc.message
+    try:
+        got: object = urls._split(url, schemes)
+    except ValidationError as exc:
+        got = exc.message
+    assert got == expected
+
+
+SHARED = {"open": UrlValidator(OPEN, StubResolver()), "restricted": UrlValidator(RESTRICTED, StubResolver())}
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(sorted(SHARED)), st.lists(URL_TEXT, min_size=1, max_size=4))
+def test_a_long_lived_validator_judges_like_a_new_one(name: str, urls_: list[str]) -> None:
+    config = OPEN if name == "open" else RESTRICTED
+    for url in urls_ + urls_:  # twice: the second time from what it remembered
+        assert _verdict(SHARED[name], url) == _verdict(UrlValidator(config, StubResolver()), url)
+
+
+def test_every_bypass_form_is_refused_again_by_a_validator_that_passed_its_neighbours() -> None:
+    for config, forms in ((OPEN, NUMERIC_AND_IP_FORMS), (RESTRICTED, ALLOW_LIST_FORMS)):
+        validator = UrlValidator(config, StubResolver())
+        for _ in range(2):
+            validator.check_static("https://files.example.com/a.pdf")
+            validator.check_static("https://x.blob.core.windows.net/a.pdf")
+            for url, reason in forms:
+                for check in (validator.check_static, validator.validate_static):
+                    with pytest.raises(ValidationError) as caught:
+                        check(url)
+                    assert reason.lower() in caught.value.message.lower(), url
+
+
+def test_remembered_authorities_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(urls, "_HOST_VERDICTS", 8)
+    validator = UrlValidator(OPEN, StubResolver())
+    for i in range(50):
+        validator.check_static(f"https://h{i}.example.com/a.pdf")
+    long_public = validator.check_static("https://0x" + "0" * 400 + "5d.184.216.34/x")  # inet_aton allows the zeros
+    assert long_public.host == PUBLIC
+    assert long_public == validator.check_static("https://0x" + "0" * 400 + "5d.184.216.34/x")
+    assert 0 < len(validator._passed_authorities) <= 8
+    assert all(len(authority) <= urls._MAX_REMEMBERED_AUTHORITY for _, authority in validator._passed_authorities)
