@@ -24,7 +24,8 @@ from kafkapipe.errors import ValidationError
 MAX_PATH = 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _DOTS = re.compile(r"\.{2,}")
-_VALID = re.compile(r"^[A-Za-z0-9._/-]+$")
+# Whole-string match: with ``$`` a trailing newline would pass.
+_VALID = re.compile(r"[A-Za-z0-9._/-]+")
 # Controls, backslash (a separator on Windows shares and in some HTTP stacks), percent (a proxy
 # that decodes twice turns %2e%2e into ..), and the format characters that make a name display
 # differently from what it is.
@@ -135,7 +136,7 @@ def is_valid(path: str) -> bool:
 
 def _is_valid(path: str) -> bool:
     return (
-        bool(_VALID.match(path))
+        bool(_VALID.fullmatch(path))
         and not path.startswith("/")
         and not {".", ".."} & set(path.split("/"))
         and all(path.split("/"))

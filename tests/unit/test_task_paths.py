@@ -163,7 +163,7 @@ def test_safe_segment_fast_path_changes_nothing(text: str, limit: int) -> None:
 
 def _is_valid_by_the_rules(path: str) -> bool:
     return (
-        bool(re.match(r"^[A-Za-z0-9._/-]+$", path))
+        bool(re.fullmatch(r"[A-Za-z0-9._/-]+", path))
         and not path.startswith("/")
         and not {".", ".."} & set(path.split("/"))
         and all(path.split("/"))
@@ -188,6 +188,11 @@ PATH_TEXT = (st.lists(st.sampled_from(["a", "Z9", "_", "-", ".", "..", "/", "//"
 @given(PATH_TEXT)
 def test_is_valid_accepts_what_its_rules_accept(path: str) -> None:
     assert paths.is_valid(path) == _is_valid_by_the_rules(path)
+
+
+@pytest.mark.parametrize("path", ["a/b\n", "a/\n", "a\n/b", "\n"])
+def test_is_valid_refuses_a_newline_anywhere(path: str) -> None:
+    assert not paths.is_valid(path)
 
 
 def test_is_valid_at_the_size_limit() -> None:
