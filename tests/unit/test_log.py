@@ -261,6 +261,7 @@ def test_a_rule_whose_precheck_fails_has_no_match(text: str) -> None:
     for rule in klog.SCRUB_RULES:
         if rule.pattern.search(text):
             assert rule.may_match(text, lowered), (rule.form, text)
+            assert any(trigger in lowered for trigger in klog._TRIGGERS or ("",)), (rule.form, text)
 
 
 @pytest.mark.parametrize(("form", "text", "kept"), CANARY_FORMS, ids=[f[0] for f in CANARY_FORMS])
