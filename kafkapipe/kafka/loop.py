@@ -360,7 +360,12 @@ class ConsumeLoop:
             self._finish(ident)
             return
         assert self.producer is not None, "a stage without a producer produced outputs"
-        outputs = self._sized(work.message, outputs)
+        try:
+            outputs = self._sized(work.message, outputs)
+        except Exception as exc:  # not even measurable (a header name that is not text): unsendable
+            work.pending_acks = 1
+            self._produce_letter(ident, work, self._dead_letter(work.message, f"output refused: {reason_of(exc)}"))
+            return
         work.pending_acks = len(outputs)
         for index, out in enumerate(outputs):
             try:
