@@ -79,43 +79,56 @@ class ScrubRule:
     # Literals every match contains: in ASCII text holding none of them (compared lower-cased
     # when the pattern ignores case) the rule cannot match and is skipped.
     needs: tuple[str, ...] = ()
+    # More literals every match contains, one of each group (``=`` or the ``%`` of its URL
+    # encoding): checked first, they spare most lines the search for every parameter name.
+    requires: tuple[tuple[str, ...], ...] = ()
+    # The pattern's re.IGNORECASE, read once: testing the flag makes an enum per test.
+    ignore_case: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         if self.pattern.flags & re.IGNORECASE:
+            object.__setattr__(self, "ignore_case", True)
             object.__setattr__(self, "needs", tuple(n.lower() for n in self.needs))
+            object.__setattr__(self, "requires", tuple(tuple(n.lower() for n in g) for g in self.requires))
 
     def may_match(self, text: str, lowered: str) -> bool:
-        if not self.needs:
-            return True
-        return any(map((lowered if self.pattern.flags & re.IGNORECASE else text).__contains__, self.needs))
+        haystack = lowered if self.ignore_case else text
+        for group in self.requires:
+            if not any(map(haystack.__contains__, group)):
+                return False
+        return not self.needs or any(map(haystack.__contains__, self.needs))
 
 
 SCRUB_RULES: tuple[ScrubRule, ...] = (
     ScrubRule("userinfo in a URL", re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@\"'<>]+@"), rf"\1{REDACTED}@",
-              needs=("@",)),
+              needs=("@",), requires=(("://",),)),
     ScrubRule(
         "the query string of any URL",
         re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s?#\"'<>]*)\?(?!<redacted>)[^\s#\"'<>]+"),
         rf"\1?{REDACTED}",
         needs=("?",),
+        requires=(("://",),),
     ),
     ScrubRule(
         "name=value anywhere, plain or URL-encoded",
         re.compile(rf"(?i){_START}({_names(SECRET_PARAMS)})({_EQ}){_VALUE}"),
         rf"\1\2{REDACTED}",
         needs=SECRET_PARAMS,
+        requires=(("=", "%"),),
     ),
     ScrubRule(
         "name=\"value\" (a JAAS config, an attribute)",
         re.compile(rf"(?i)(?<![a-z0-9_-])({_names(SECRET_PARAMS)})\s*=\s*([\"'])(?!<redacted>)[^\"']*([\"'])"),
         rf"\1=\2{REDACTED}\3",
         needs=SECRET_PARAMS,
+        requires=(("=",), ("\"", "'")),
     ),
     ScrubRule(
         "URL-only parameters after ? or &",
         re.compile(rf"(?i)({_QUERY_SEP})({_names(QUERY_ONLY_PARAMS)})({_EQ}){_VALUE}"),
         rf"\1\2\3{REDACTED}",
         needs=QUERY_ONLY_PARAMS,
+        requires=(("=", "%"),),
     ),
     ScrubRule(
         "quoted key and value (JSON, a dict's repr)",
@@ -124,12 +137,14 @@ SCRUB_RULES: tuple[ScrubRule, ...] = (
         ),
         rf"\1{REDACTED}\3",
         needs=SECRET_PARAMS + SECRET_HEADERS,
+        requires=((":",), ("\"", "'")),
     ),
     ScrubRule(
         "header line",
         re.compile(rf"(?im)(?<![a-z0-9_-])({_names(SECRET_HEADERS)})([ \t]*:[ \t]*+)(?!<redacted>)[^\r\n\"']+"),
         rf"\1\2{REDACTED}",
         needs=SECRET_HEADERS,
+        requires=((":",),),
     ),
     ScrubRule(
         "Authorization scheme",
@@ -142,15 +157,37 @@ SCRUB_RULES: tuple[ScrubRule, ...] = (
 )
 
 
+def _triggers(rules: tuple[ScrubRule, ...]) -> tuple[str, ...] | None:
+    """Lower-cased literals, one of which every match of every rule contains (None: some rule has none).
+
+    Each rule's first check gives its literals; one that holds another (``://`` holds ``:``)
+    adds nothing. ASCII text, lower-cased, holding none of them is matched by no rule.
+    """
+    literals: set[str] = set()
+    for rule in rules:
+        first = rule.requires[0] if rule.requires else rule.needs
+        if not first:
+            return None
+        literals.update(literal.lower() for literal in first)
+    kept = [lit for lit in literals if not any(other != lit and other in lit for other in literals)]
+    return tuple(sorted(kept, key=lambda lit: (len(lit), lit)))
+
+
+_TRIGGERS = _triggers(SCRUB_RULES)
+
+
 def scrub(text: str) -> str:
     """Remove credentials and query strings from free text (every :data:`SCRUB_RULES` form). Idempotent.
 
     In ASCII text each rule runs only where its literals are (:attr:`ScrubRule.needs`), so most
-    lines skip most rules; test_log holds the result equal to :func:`scrub_all`'s.
+    lines skip most rules, and text without a literal of any rule is returned at once; test_log
+    holds the result equal to :func:`scrub_all`'s.
     """
     if not text.isascii():  # re's case-insensitive matching folds some non-ASCII letters onto ASCII
         return scrub_all(text)
     lowered = text.lower()
+    if _TRIGGERS is not None and not any(map(lowered.__contains__, _TRIGGERS)):
+        return text
     for rule in SCRUB_RULES:
         if rule.may_match(text, lowered):
             changed = rule.pattern.sub(rule.replacement, text)
@@ -293,14 +330,22 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+_SECOND: tuple[int, str] = (-1, "")  # the last second formatted, and its text: one strftime a second
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}+00:00"
+    global _SECOND
+    second, text = _SECOND
+    if int(record.created) != second:
+        second = int(record.created)
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _SECOND = (second, text)
+    return text + f".{int(record.msecs):03d}+00:00"
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "ts": _timestamp(record),
             "level": record.levelname,
             "logger": record.name,
             "pid": os.getpid(),
@@ -316,7 +361,11 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
-        scrubbed = _scrub_value(entry)  # context values too: a URL bound by a caller
+        # Context values are scrubbed too (a URL bound by a caller); the time is ours, made of digits,
+        # and comes first unless a field of the same name replaces it in place.
+        scrubbed: dict[str, object] = {"ts": _timestamp(record)}
+        for key, value in entry.items():
+            scrubbed[key] = _scrub_value(value)
         return json_text(scrubbed, default=str)
 
 

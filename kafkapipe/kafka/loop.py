@@ -31,9 +31,8 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import attrs
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -150,10 +149,14 @@ def _key(msg: Message) -> TopicPartitionKey:
     return partition_of(msg)
 
 
-def _ident(msg: Message) -> tuple[str, int, int]:
-    """(topic, partition, offset) of a consumed message (one without an error)."""
-    topic, partition = partition_of(msg)
-    return topic, partition, offset_of(msg)
+Ident = tuple[str, int, int]
+
+
+def _ident(msg: Message) -> Ident:
+    """(topic, partition, offset) of a consumed message (one without an error): all three are set."""
+    ident = (msg.topic(), msg.partition(), msg.offset())
+    assert ident[2] is not None, "a consumed message without an error has an offset"
+    return cast(Ident, ident)
 
 
 class ConsumeLoop:
@@ -238,10 +241,8 @@ class ConsumeLoop:
         messages = self.consumer.consume(num_messages=batch, timeout=timeout)
         if messages and holding:
             messages = self._rewind_unpaused(messages)
-        good = [m for m in messages if self._accept(m)]
+        good = self._take(messages) if messages else messages
         if good:
-            for topic, count in Counter(_key(m)[0] for m in good).items():
-                self._metrics.consumed(topic, count)
             self._dispatch(good)
         self._settle()
         self._maybe_report_lag(now)
@@ -253,19 +254,27 @@ class ConsumeLoop:
             return self.stage.batch_timeout
         return min(self.stage.batch_timeout, max(0.01, min(wakeups) - now))
 
-    def _accept(self, msg: Message) -> bool:
-        err = msg.error()
-        if err is not None:
-            self._kafka_error(err)
-            return False
-        key = _key(msg)
-        if not self.tracker.owns(key):  # fetched just before a revoke
-            return False
-        ident = _ident(msg)
-        self.tracker.start(key, ident[2])
-        self._attempts += 1
-        self._work[ident] = _Work(msg, time.monotonic(), self._attempts)
-        return True
+    def _take(self, messages: list[Message]) -> list[Message]:
+        """The messages to hand to the stage, each in flight from now; counted per topic."""
+        started = time.monotonic()
+        good: list[Message] = []
+        counts: dict[str, int] = {}
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                self._kafka_error(err)
+                continue
+            ident = _ident(msg)
+            topic = ident[0]
+            if not self.tracker.start_owned((topic, ident[1]), ident[2]):  # fetched just before a revoke
+                continue
+            self._attempts += 1
+            self._work[ident] = _Work(msg, started, self._attempts)
+            good.append(msg)
+            counts[topic] = counts.get(topic, 0) + 1
+        for topic, count in counts.items():
+            self._metrics.consumed(topic, count)
+        return good
 
     # ------------------------------------------------------- containment
 
@@ -329,13 +338,15 @@ class ConsumeLoop:
 
     def _apply(self, msg: Message, verdict: Verdict) -> None:
         ident = _ident(msg)
-        work = self._current(msg)
-        if work is None or work.answered:  # revoked, rewound, re-consumed meanwhile, or answered twice
+        work = self._work.get(ident)
+        # Revoked, rewound, re-consumed meanwhile (another copy), or answered twice.
+        if work is None or work.message is not msg or work.answered:
             return
         work.answered = True
         if isinstance(verdict, Done):
             self._again_pause = 0.0
-            self._end_holds()
+            if self._holding:
+                self._end_holds()
             self._produce_outputs(ident, work, verdict.outputs)
         elif isinstance(verdict, Again):
             self._schedule_again(msg, verdict.reason, verdict.kind)
@@ -349,7 +360,12 @@ class ConsumeLoop:
             self._finish(ident)
             return
         assert self.producer is not None, "a stage without a producer produced outputs"
-        outputs = self._sized(work.message, outputs)
+        try:
+            outputs = self._sized(work.message, outputs)
+        except Exception as exc:  # not even measurable (a header name that is not text): unsendable
+            work.pending_acks = 1
+            self._produce_letter(ident, work, self._dead_letter(work.message, f"output refused: {reason_of(exc)}"))
+            return
         work.pending_acks = len(outputs)
         for index, out in enumerate(outputs):
             try:
@@ -363,7 +379,10 @@ class ConsumeLoop:
     def _sized(self, msg: Message, outputs: Sequence[Output]) -> Sequence[Output]:
         """Outputs that fit: a dead letter is cut to fit; any other output too large dead-letters the input."""
         limit = self.max_message_bytes
-        if all(output_size(out) <= limit for out in outputs):
+        for out in outputs:
+            if output_size(out) > limit:
+                break
+        else:
             return outputs
         if len(outputs) == 1 and outputs[0].topic == self.stage.dead_letter_topic:
             return [fit(outputs[0], limit)]

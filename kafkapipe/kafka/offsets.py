@@ -28,6 +28,11 @@ class PartitionTrack:
         heapq.heappush(self.pending, offset)
 
     def finish(self, offset: int) -> None:
+        pending = self.pending
+        if pending and pending[0] == offset and not self.done:  # in order, the usual case
+            heapq.heappop(pending)
+            self.committable = offset + 1
+            return
         self.done.add(offset)
         while self.pending and self.pending[0] in self.done:
             head = heapq.heappop(self.pending)
@@ -66,6 +71,14 @@ class OffsetTracker:
 
     def start(self, key: TopicPartitionKey, offset: int) -> None:
         self._parts.setdefault(key, PartitionTrack()).start(offset)
+
+    def start_owned(self, key: TopicPartitionKey, offset: int) -> bool:
+        """Track ``offset`` if the partition is ours; False (nothing tracked) if it is not."""
+        track = self._parts.get(key)
+        if track is None:
+            return False
+        track.start(offset)
+        return True
 
     def finish(self, key: TopicPartitionKey, offset: int) -> None:
         track = self._parts.get(key)

@@ -249,3 +249,52 @@ def test_line_handler_writes_what_the_stock_handler_writes() -> None:
         handler.addFilter(klog.ScrubFilter())
         handler.handle(logging.makeLogRecord(record.__dict__))
     assert ours.getvalue() == stock.getvalue() and "sig=1" not in ours.getvalue()
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(_FRAGMENTS | st.text(st.characters(max_codepoint=127), max_size=6), max_size=14).map("".join))
+def test_a_rule_whose_precheck_fails_has_no_match(text: str) -> None:
+    """Each rule's literals (``needs``, ``requires``) are in every text its pattern matches."""
+    if not text.isascii():
+        return
+    lowered = text.lower()
+    for rule in klog.SCRUB_RULES:
+        if rule.pattern.search(text):
+            assert rule.may_match(text, lowered), (rule.form, text)
+            assert any(trigger in lowered for trigger in klog._TRIGGERS or ("",)), (rule.form, text)
+
+
+@pytest.mark.parametrize(("form", "text", "kept"), CANARY_FORMS, ids=[f[0] for f in CANARY_FORMS])
+def test_every_rule_that_matches_a_canary_form_passes_its_precheck(form, text, kept):
+    for rule in klog.SCRUB_RULES:
+        if rule.pattern.search(text):
+            assert rule.may_match(text, text.lower()), (form, rule.form)
+
+
+def _record(created: float, msg: str = "stored %s (%d bytes)", args: tuple = ("a/b.pdf", 12), **extra):
+    record = logging.LogRecord("kafkapipe.stages.download", logging.INFO, __file__, 1, msg, args, None)
+    record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+    record.__dict__.update(extra)
+    return record
+
+
+def test_a_json_line_is_exactly_the_fields_in_their_order(capture):
+    klog.bind(stage="download")
+    formatter = klog.JsonFormatter()
+    with klog.context(trace_id="t-1", task_id="k-1", partition=2, offset=7):
+        first = formatter.format(_record(1764500000.125))
+        same_second = formatter.format(_record(1764500000.9))
+        next_second = formatter.format(_record(1764500061.0, "GET %s", ("https://h/a?sig=1",), topic="x.pending"))
+    pid = os.getpid()
+    fields = f'"pid": {pid}, "stage": "download", "trace_id": "t-1", "task_id": "k-1", "partition": 2, "offset": 7'
+    assert first == ('{"ts": "2025-11-30T10:53:20.125+00:00", "level": "INFO", "logger": "kafkapipe.stages.download", '
+                     f'{fields}, "msg": "stored a/b.pdf (12 bytes)"}}')
+    assert same_second.startswith('{"ts": "2025-11-30T10:53:20.900+00:00", "level": "INFO"')
+    assert next_second == ('{"ts": "2025-11-30T10:54:21.000+00:00", "level": "INFO", '
+                           f'"logger": "kafkapipe.stages.download", {fields}, '
+                           '"msg": "GET https://h/a?<redacted>", "topic": "x.pending"}')
+
+
+def test_a_field_named_ts_takes_the_place_of_the_time_and_is_scrubbed(capture):
+    line = json.loads(klog.JsonFormatter().format(_record(1764500000.5, ts="https://h/a?sig=SECRETsig")))
+    assert next(iter(line)) == "ts" and line["ts"] == "https://h/a?<redacted>"

@@ -66,3 +66,35 @@ def test_tracker_reports_each_advance_once_and_drops_revoked():
     assert tracker.to_store() == []
     assert not tracker.owns(KEY)
     assert tracker.in_flight() == 0
+
+
+def test_start_owned_tracks_only_assigned_partitions():
+    tracker = OffsetTracker()
+    tracker.assign([KEY])
+    assert tracker.start_owned(KEY, 4)
+    assert not tracker.start_owned(("t", 9), 4)  # fetched just before a revoke: not ours
+    assert not tracker.owns(("t", 9)) and tracker.in_flight() == 1
+    tracker.finish(KEY, 4)
+    assert tracker.to_store() == [("t", 0, 5)]
+
+
+def test_in_order_and_out_of_order_finishes_mixed_commit_the_contiguous_prefix():
+    rng = random.Random(11)
+    for _ in range(200):
+        track = PartitionTrack()
+        offsets = list(range(20))
+        for o in offsets:
+            track.start(o)
+        order = offsets[:]
+        for i in range(len(order) - 1):  # mostly in order, now and then a swap
+            if rng.random() < 0.3:
+                order[i], order[i + 1] = order[i + 1], order[i]
+        finished: set[int] = set()
+        for o in order:
+            track.finish(o)
+            finished.add(o)
+            prefix = 0
+            while prefix in finished:
+                prefix += 1
+            assert track.committable == (prefix or None)
+            assert track.in_flight == 20 - prefix

@@ -1,0 +1,86 @@
+"""An output's size as the broker counts it: the fast path for plain outputs agrees with the definition."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kafkapipe.kafka.deadletter import FRAMING, output_size, size_of
+from kafkapipe.kafka.records import Output
+
+
+class Bytes(bytes):
+    pass
+
+
+_TEXT = st.text(st.characters(), max_size=12) | st.text(st.characters(max_codepoint=127), max_size=12)
+_KEYS = st.none() | st.binary(max_size=12) | _TEXT | st.builds(Bytes, st.binary(max_size=4)) | st.integers()
+_VALUES = st.none() | st.binary(max_size=12) | _TEXT | st.builds(Bytes, st.binary(max_size=4))
+_HEADERS = st.lists(st.tuples(st.text(st.characters(max_codepoint=0x7FF), max_size=8), _VALUES), max_size=6)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_KEYS, st.binary(max_size=40), _HEADERS)
+def test_output_size_is_size_of_plus_framing_whatever_the_types(key, value, hdrs):
+    assert output_size(Output("t", key, value, hdrs)) == size_of(key, value, hdrs) + FRAMING
+
+
+def test_a_header_name_that_cannot_be_encoded_still_raises_as_before():
+    out = Output("t", b"k", b"v", [("\udc80", b"x")])
+    for measure in (lambda: output_size(out), lambda: size_of(out.key, out.value, out.headers)):
+        try:
+            measure()
+        except UnicodeEncodeError:
+            continue
+        raise AssertionError("a lone surrogate in a header name was sized")
+
+
+def test_a_plain_output_is_sized_by_its_lengths():
+    out = Output("t", "task-1", b"x" * 100, [("trace_id", b"abc"), ("task_id", b"task-1")])
+    assert output_size(out) == 6 + 100 + len("trace_id") + 3 + len("task_id") + 6 + FRAMING
+
+
+@pytest.mark.parametrize("bad", [
+    Output("out", None, b"v", [("\udc80", b"x")]),  # a header name UTF-8 cannot encode
+    Output("out", None, b"v", [(b"name", b"x")]),  # a header name that is not text
+    Output("out", None, b"v", [("a", b"x", b"y")]),  # not a (name, value) pair
+    Output("out", None, None, []),  # no value at all
+])
+def test_an_output_that_cannot_be_sized_dead_letters_its_input_and_the_stage_goes_on(bad):
+    from fakekafka import FakeConsumer, FakeProducer
+
+    from kafkapipe.kafka.errors import ClientErrors
+    from kafkapipe.kafka.loop import ConsumeLoop, Done
+    from kafkapipe.worker import WorkerControl
+
+    class Stage:
+        name = "sizing"
+        topics = ["in"]  # noqa: RUF012 - read only
+        max_batch = 10
+        batch_timeout = 0.0
+        dead_letter_topic = "in.dlq"
+
+        def handle(self, messages, complete) -> None:
+            for msg in messages:
+                complete(msg, Done([bad] if msg.value() == b"bad" else [Output("out", None, msg.value())]))
+
+        def hold(self) -> float:
+            return 0.0
+
+        def close(self) -> None: ...
+
+    consumer, producer = FakeConsumer(), FakeProducer()
+    loop = ConsumeLoop(Stage(), consumer, producer, WorkerControl(), max_in_flight=10, drain_timeout=1.0,
+                       client_errors=ClientErrors())
+    consumer.subscribe(["in"], loop._on_assign, loop._on_revoke, loop._on_lost)
+    for value in (b"a", b"bad", b"c"):
+        consumer.add("in", 0, value)
+    consumer.assign(("in", 0))
+    for _ in range(3):
+        loop._iterate()
+    assert loop._fatal is None
+    assert [p.value for p in producer.on("out")] == [b"a", b"c"]
+    [letter] = producer.on("in.dlq")
+    assert letter.value == b"bad" and letter.header("error-message").startswith(b"output refused: ")
+    assert consumer.stored[("in", 0)] == 3
