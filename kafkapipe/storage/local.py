@@ -259,7 +259,7 @@ class LocalWriter(BlobWriter):
         self._syncer.sync(to_sync, self._where)
 
     def _publish(self, made: list[str]) -> dict[str, int]:
-        """Rename the temp file into its folder; the descriptors to fsync, by folder (handed over)."""
+        """Rename the temp file into its folder; the descriptors to fsync, by folder (for the syncer)."""
         fds = _walk(str(self._root), self._folders, create=True, made=made)
         assert fds is not None
         try:
@@ -308,94 +308,76 @@ def _hand_over(fds: list[int], folders: list[str], made: list[str]) -> dict[str,
     return kept
 
 
-class _Round:
-    """The folders of one fsync round and the writers waiting on it."""
+class _Pass:
+    """One fsync of one folder and the writers it covers."""
+
+    __slots__ = ("done", "error")
 
     def __init__(self) -> None:
-        self.folders: dict[str, list[int]] = {}
         self.done = threading.Event()
         self.error: OSError | None = None
 
-    def add(self, folders: dict[str, int]) -> None:
-        for key, fd in folders.items():
-            self.folders.setdefault(key, []).append(fd)
-
-    def run(self) -> None:
-        """fsync each folder once (by any of its descriptors), close them all, release the writers."""
-        try:
-            for fds in self.folders.values():
-                if self.error is None:
-                    try:
-                        os.fsync(fds[0])
-                    except OSError as exc:
-                        self.error = exc
-                for fd in fds:
-                    _close_quietly(fd)
-        finally:
-            self.done.set()
-
 
 class FolderSyncer:
-    """Group commit of folder fsyncs: one round covers every rename made before it started.
+    """Folder fsyncs shared by the writers of a storage (group commit, per folder).
 
-    A writer hands over the descriptors of the folders its rename touched and waits for the
-    next round; the syncer thread takes all that queued up since its last round, fsyncs each
-    folder once and releases every writer of that round at once. On ext4 a round costs about
-    one journal commit however many writers it covers, where a fsync per writer costs one each.
-    A writer returns only after the round covering its rename finished, so a verdict is never
-    reported before the folder holding its file is durable; a failed round raises
-    :class:`StorageUnavailableError` in each of its writers (held, never dead-lettered).
+    A writer needing a folder synced after its rename joins that folder's next fsync if it has
+    not started yet (so it starts after the rename); otherwise it makes one, which starts once
+    the fsync in progress for that folder ends. Folders shared by many writers (the day's, the
+    source's) are so synced once per round of renames instead of once per writer, while
+    different folders are synced concurrently, by the writers themselves: on ext4 a folder's
+    fsync forces a journal commit, and concurrent ones share it; a single thread syncing them in
+    turn would commit once per folder and make every writer wait for all of them.
 
-    Waiting is bounded by the round in progress plus the writer's own; after :meth:`close`
-    (or in a forked child before the thread restarts) a writer runs its round itself.
+    A writer returns only once a fsync of each of its folders that started after its rename
+    finished, so a verdict is never reported before the folder holding its file is durable. A
+    failed fsync raises :class:`StorageUnavailableError` in every writer it covers (held, never
+    dead-lettered). Waiting is bounded: per folder, the fsync in progress and the writer's own.
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._next: _Round | None = None
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        self._lock = threading.Lock()
+        self._next: dict[str, _Pass] = {}  # folder → its fsync not started yet
+        self._running: dict[str, _Pass] = {}  # folder → its fsync in progress
 
     def sync(self, folders: dict[str, int], where: str) -> None:
-        with self._cond:
-            if self._closed:
-                inline: _Round | None = _Round()
-            else:
-                inline = None
-                if self._next is None:
-                    self._next = _Round()
-                current = self._next
-                current.add(folders)
-                if self._thread is None or not self._thread.is_alive():  # first use, or in a forked child
-                    self._thread = threading.Thread(target=self._run, name="kafkapipe-folder-sync", daemon=True)
-                    self._thread.start()
-                self._cond.notify()
-        if inline is not None:
-            inline.add(folders)
-            inline.run()
-            current = inline
-        current.done.wait()
-        if current.error is not None:
-            raise _unavailable(current.error, f"{where} (folder fsync)")
+        """fsync ``folders`` (relative path → descriptor, closed here) as described above."""
+        error: OSError | None = None
+        try:
+            for key, fd in folders.items():
+                error = self._sync_one(key, fd) or error
+        finally:
+            for fd in folders.values():
+                _close_quietly(fd)
+        if error is not None:
+            raise _unavailable(error, f"{where} (folder fsync)")
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while self._next is None and not self._closed:
-                    self._cond.wait()
-                current, self._next = self._next, None
-                if current is None:  # closed with nothing queued
-                    return
-            current.run()
+    def _sync_one(self, key: str, fd: int) -> OSError | None:
+        with self._lock:
+            joined = self._next.get(key)
+            if joined is None:
+                mine = self._next[key] = _Pass()
+                before = self._running.get(key)
+        if joined is not None:
+            joined.done.wait()
+            return joined.error
+        if before is not None:
+            before.done.wait()
+        with self._lock:
+            del self._next[key]  # from now on a writer makes the next one: this one may predate it
+            self._running[key] = mine
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            mine.error = exc
+        finally:
+            with self._lock:
+                del self._running[key]
+            mine.done.set()
+        return mine.error
 
     def close(self) -> None:
-        """Finish what is queued, then stop; later writers sync their own folders."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+        """Nothing to stop: every fsync runs in a writer's own thread."""
 
 
 class LocalStorage(Storage):
