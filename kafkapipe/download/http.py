@@ -130,13 +130,17 @@ class Watchdog:
         with self._cond:
             if self._stopped:
                 raise TransientError("the download client is closed (shutting down)")
-            heapq.heappush(self._heap, (deadline.at, next(self._seq), deadline))
+            entry = (deadline.at, next(self._seq), deadline)
+            heapq.heappush(self._heap, entry)
             if len(self._heap) > 1024:
                 self._purge()
             if self._thread is None or not self._thread.is_alive():  # first use, or in a forked child
                 self._thread = threading.Thread(target=self._run, name="kafkapipe-deadlines", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            # The thread sleeps until the earliest deadline; one due later (every fetch's, when all
+            # share total_timeout) changes nothing for it, and waking it per fetch costs a thread switch.
+            if self._heap[0] is entry:
+                self._cond.notify()
         return deadline
 
     def _purge(self) -> None:

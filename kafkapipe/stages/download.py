@@ -13,8 +13,11 @@ the source host's circuit. Nothing else ever blocks the partition.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from confluent_kafka import Message
@@ -69,11 +72,11 @@ class DownloadStage:
         self.max_circuit_wait = config.download.max_circuit_wait
         self.inventory = inventory_for_lookups(config)
         self.done_work: DoneWork = done_work_for(self.storage, self.inventory, config.download.allowed_file_types)
-        self.pool = ThreadPoolExecutor(config.stages.download.threads, thread_name_prefix="download")
+        self.pool = _Workers(config.stages.download.threads, self._run)
 
     def handle(self, messages: list[Message], complete: Complete) -> None:
         for msg in messages:
-            self.pool.submit(self._run, msg, complete, self._revocations.get(partition_of(msg), 0))
+            self.pool.submit(msg, complete, self._revocations.get(partition_of(msg), 0))
 
     def revoked(self, keys: list[tuple[str, int]]) -> None:
         """Called by the loop when partitions go: their tasks still queued will not be downloaded."""
@@ -202,7 +205,7 @@ class DownloadStage:
         return 0.0
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
         self.fetcher.close()
         self.storage.close()
         if self.inventory is not None:
@@ -228,6 +231,44 @@ def _hold_reason(exc: PipelineError) -> str:
     """A short, bounded label for the holds metric: the storage error code or errno name if known."""
     code = getattr(exc, "error_code", "") or getattr(exc, "reason", "")
     return code[:64] if isinstance(code, str) and code else "unavailable"
+
+
+class _Workers:
+    """A fixed set of threads taking tasks from one queue.
+
+    What a ThreadPoolExecutor does for this stage, without its per-task Future (a lock and a
+    condition allocated, notified and dropped per download): ``run`` reports its verdict
+    through ``complete`` and never raises, so nobody waits on a result.
+    """
+
+    def __init__(self, threads: int, run: Callable[..., None]) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._run = run
+        self._threads = [
+            threading.Thread(target=self._work, name=f"download_{i}", daemon=True) for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, *args: Any) -> None:
+        self._queue.put(args)
+
+    def _work(self) -> None:
+        while (task := self._queue.get()) is not None:
+            try:
+                self._run(*task)
+            except Exception:  # a failing report must not take a thread with it
+                log.exception("download thread: reporting a verdict failed")
+
+    def close(self) -> None:
+        """Drop the tasks not started (their offsets stay uncommitted); running ones finish."""
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        for _ in self._threads:
+            self._queue.put(None)
 
 
 class _Watched(BlobWriter):
