@@ -313,9 +313,10 @@ _SCHEME = re.compile(r"[A-Za-z0-9+.-]+")
 _AUTHORITY_END = re.compile(r"[/?#]")
 # A URL the rules below split without complaint, in one match: scheme://authority, path, an
 # optional ?query and #fragment, no refused character anywhere. Groups: scheme, authority,
-# path, query (None without "?").
+# path (None when empty), query (None without "?"). The path starts at its "/", so no text can
+# be read as either authority or path: a URL that fails to match fails in linear time.
 _PLAIN_URL = re.compile(
-    f"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#{_BAD}]*)([^?#{_BAD}]*)(?:\\?([^#{_BAD}]*))?(?:#[^{_BAD}]*)?"
+    f"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#{_BAD}]*)(/[^?#{_BAD}]*)?(?:\\?([^#{_BAD}]*))?(?:#[^{_BAD}]*)?"
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import socket
+import time
 
 import attrs
 import pytest
@@ -717,3 +718,19 @@ def test_remembered_authorities_are_bounded(monkeypatch: pytest.MonkeyPatch) -> 
     assert long_public == validator.check_static("https://0x" + "0" * 400 + "5d.184.216.34/x")
     assert 0 < len(validator._passed_authorities) <= 8
     assert all(len(authority) <= urls._MAX_REMEMBERED_AUTHORITY for _, authority in validator._passed_authorities)
+
+
+@pytest.mark.parametrize("tail", [" ", "\\", "\x00", "\x7f", "\u2028"])
+@pytest.mark.parametrize("shape", ["authority", "path", "query"])
+def test_a_url_the_one_match_refuses_is_refused_in_linear_time(shape: str, tail: str) -> None:
+    """A hostile character at the end of a long URL: no backtracking over every split of authority and path.
+
+    With an authority that could give its characters to the path, 16 KiB took seconds; it takes
+    a millisecond. The bound is three orders of magnitude above that, so load cannot fail it.
+    """
+    body = "a" * (urls.MAX_URL_LENGTH - 40)
+    url = {"authority": f"https://{body}", "path": f"https://h/{body}", "query": f"https://h/a?{body}"}[shape] + tail
+    started = time.perf_counter()
+    with pytest.raises(ValidationError):
+        urls._split(url, frozenset({"https"}))
+    assert time.perf_counter() - started < 1.0
