@@ -134,3 +134,20 @@ def restart_broker(state: Path) -> str:
 
 def stop_broker(state: Path) -> None:
     subprocess.run([str(ROOT / "bin" / "kafka-local"), "stop", "--dir", str(state)], capture_output=True)
+
+
+def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete the topics a run made (``<prefix>.*``): a broker kept between runs would otherwise
+    gather thousands of partitions and run out of heap or file descriptors."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        names = [t for t in admin.list_topics(timeout=15).topics if t.startswith(f"{prefix}.")]
+        for topic, future in (admin.delete_topics(names, operation_timeout=30).items() if names else ()):
+            try:
+                future.result(60)
+            except Exception as exc:  # the run's figures stand; say what is left behind
+                print(f"benchmark: topic {topic} not deleted: {exc}", file=sys.stderr)
+    except Exception as exc:
+        print(f"benchmark: topics {prefix}.* not deleted: {exc}", file=sys.stderr)
