@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 
 from kafkapipe.errors import ValidationError
+from kafkapipe.memo import remember
 
 MAX_PATH = 1024
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -99,9 +100,7 @@ def _source_segment(source_system: str) -> str:
     if segment is None:
         segment = safe_segment(source_system, 64, "unknown")
         if len(source_system) <= 64:  # a longer one is refused or cut anyway: not worth keeping
-            if len(_SOURCE_SEGMENTS) >= _REMEMBERED:
-                _SOURCE_SEGMENTS.clear()
-            _SOURCE_SEGMENTS[source_system] = segment
+            remember(_SOURCE_SEGMENTS, source_system, segment, _REMEMBERED)
     return segment
 
 
@@ -109,10 +108,7 @@ def _day_folder_of(day: datetime) -> str:
     key = day.toordinal()  # the date and nothing else: what the folder is made of
     folder = _DAY_FOLDERS.get(key)
     if folder is None:
-        folder = _day_folder(day)
-        if len(_DAY_FOLDERS) >= _REMEMBERED:
-            _DAY_FOLDERS.clear()
-        _DAY_FOLDERS[key] = folder
+        folder = remember(_DAY_FOLDERS, key, _day_folder(day), _REMEMBERED)
     return folder
 
 

@@ -65,6 +65,7 @@ from kafkapipe.hostnames import (  # the host grammar config shares; the last tw
     normalize_host,
     parse_ipv4_host,  # noqa: F401 - re-exported
 )
+from kafkapipe.memo import remember
 
 if TYPE_CHECKING:
     from kafkapipe.config import DownloadConfig
@@ -474,9 +475,7 @@ class UrlValidator:
         if passed is None:
             passed = self._judge_authority(scheme, authority)
             if len(authority) <= _MAX_REMEMBERED_AUTHORITY:
-                if len(self._passed_authorities) >= _HOST_VERDICTS:
-                    self._passed_authorities.clear()
-                self._passed_authorities[key] = passed
+                remember(self._passed_authorities, key, passed, _HOST_VERDICTS)
         return passed
 
     def _judge_authority(self, scheme: str, authority: str) -> tuple[str, int, IPAddress | None]:
@@ -531,10 +530,7 @@ class UrlValidator:
     def _check_host_allowed(self, host: str, ip: IPAddress | None) -> None:
         refusal = self._host_refusals.get(host, _UNJUDGED)
         if refusal is _UNJUDGED:
-            refusal = self._judge_host(host, ip)
-            if len(self._host_refusals) >= _HOST_VERDICTS:
-                self._host_refusals.clear()  # bounded: a flood of distinct hosts costs a re-judgement, not memory
-            self._host_refusals[host] = refusal
+            refusal = remember(self._host_refusals, host, self._judge_host(host, ip), _HOST_VERDICTS)
         if refusal is not None:
             raise ValidationError(refusal)
 
