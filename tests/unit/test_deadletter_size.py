@@ -48,39 +48,19 @@ def test_a_plain_output_is_sized_by_its_lengths():
     Output("out", None, None, []),  # no value at all
 ])
 def test_an_output_that_cannot_be_sized_dead_letters_its_input_and_the_stage_goes_on(bad):
-    from fakekafka import FakeConsumer, FakeProducer
+    from loophelpers import DLQ, OUT, P0, ScriptedStage, T, make, spin
 
-    from kafkapipe.kafka.errors import ClientErrors
-    from kafkapipe.kafka.loop import ConsumeLoop, Done
-    from kafkapipe.worker import WorkerControl
+    from kafkapipe.kafka.loop import Done
 
-    class Stage:
-        name = "sizing"
-        topics = ["in"]  # noqa: RUF012 - read only
-        max_batch = 10
-        batch_timeout = 0.0
-        dead_letter_topic = "in.dlq"
-
-        def handle(self, messages, complete) -> None:
-            for msg in messages:
-                complete(msg, Done([bad] if msg.value() == b"bad" else [Output("out", None, msg.value())]))
-
-        def hold(self) -> float:
-            return 0.0
-
-        def close(self) -> None: ...
-
-    consumer, producer = FakeConsumer(), FakeProducer()
-    loop = ConsumeLoop(Stage(), consumer, producer, WorkerControl(), max_in_flight=10, drain_timeout=1.0,
-                       client_errors=ClientErrors())
-    consumer.subscribe(["in"], loop._on_assign, loop._on_revoke, loop._on_lost)
+    loop, consumer, producer, _ = make(
+        ScriptedStage(lambda msg: Done([bad] if msg.value() == b"bad" else [Output(OUT, None, msg.value())]))
+    )
     for value in (b"a", b"bad", b"c"):
-        consumer.add("in", 0, value)
-    consumer.assign(("in", 0))
-    for _ in range(3):
-        loop._iterate()
+        consumer.add(T, 0, value)
+    consumer.assign(P0)
+    spin(loop)
     assert loop._fatal is None
-    assert [p.value for p in producer.on("out")] == [b"a", b"c"]
-    [letter] = producer.on("in.dlq")
+    assert [p.value for p in producer.on(OUT)] == [b"a", b"c"]
+    [letter] = producer.on(DLQ)
     assert letter.value == b"bad" and letter.header("error-message").startswith(b"output refused: ")
-    assert consumer.stored[("in", 0)] == 3
+    assert consumer.stored[P0] == 3

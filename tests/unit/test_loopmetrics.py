@@ -91,40 +91,21 @@ def test_the_loop_metrics_write_processing_times_on_flush():
 
 
 def test_a_loop_iteration_writes_one_processing_time_per_finished_message():
-    from fakekafka import FakeConsumer, FakeProducer
+    from loophelpers import OUT, P0, ScriptedStage, T, make
 
     from kafkapipe import metrics
-    from kafkapipe.kafka.errors import ClientErrors
-    from kafkapipe.kafka.loop import ConsumeLoop, Done, Output
-    from kafkapipe.worker import WorkerControl
+    from kafkapipe.kafka.loop import Done, Output
 
-    class Stage:
-        name = "loopmetrics-iteration"
-        topics = ["in"]  # noqa: RUF012 - read only
-        max_batch = 100
-        batch_timeout = 0.0
-        dead_letter_topic = "in.dlq"
-
-        def handle(self, messages, complete) -> None:
-            for msg in messages:
-                complete(msg, Done([Output("out", None, b"x")] if msg.offset() % 2 else []))
-
-        def hold(self) -> float:
-            return 0.0
-
-        def close(self) -> None: ...
+    stage = ScriptedStage(lambda msg: Done([Output(OUT, None, b"x")] if msg.offset() % 2 else []))
 
     def count() -> float:
-        child = metrics.PROCESSING_SECONDS.labels(Stage.name)
+        child = metrics.PROCESSING_SECONDS.labels(stage.name)
         return sum(bucket.get() for bucket in child._buckets)
 
-    consumer, producer = FakeConsumer(), FakeProducer()
-    loop = ConsumeLoop(Stage(), consumer, producer, WorkerControl(), max_in_flight=100, drain_timeout=1.0,
-                       client_errors=ClientErrors())
-    consumer.subscribe(["in"], loop._on_assign, loop._on_revoke, loop._on_lost)
+    loop, consumer, _, _ = make(stage)
     for _ in range(7):
-        consumer.add("in", 0)
-    consumer.assign(("in", 0))
+        consumer.add(T, 0)
+    consumer.assign(P0)
     before = count()
     loop._iterate()
-    assert count() == before + 7 and consumer.stored[("in", 0)] == 7
+    assert count() == before + 7 and consumer.stored[P0] == 7
