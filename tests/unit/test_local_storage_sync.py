@@ -55,22 +55,29 @@ def write(storage: LocalStorage, blob_path: str, body: bytes = b"%PDF-1.7 body")
         writer.commit()
 
 
+def write_in_thread(storage: LocalStorage, blob_path: str) -> tuple[threading.Thread, threading.Event, list]:
+    """:func:`write` in a thread of its own, started: the event is set once it returned, the list
+    holds what it raised."""
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            write(storage, blob_path)
+        except BaseException as exc:  # pragma: no cover - the test asserts there is none
+            errors.append(exc)
+        done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, done, errors
+
+
 def test_a_commit_returns_only_after_the_round_covering_its_rename(tmp_path, monkeypatch):
     fsyncs = FolderFsyncs(monkeypatch)
     storage = LocalStorage(tmp_path)
     fsyncs.release.clear()
-    committed = threading.Event()
-    errors: list[BaseException] = []
-
-    def commit() -> None:
-        try:
-            write(storage, "src/2026/t1/a.pdf")
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        committed.set()
-
-    thread = threading.Thread(target=commit)
-    thread.start()
+    thread, committed, errors = write_in_thread(storage, "src/2026/t1/a.pdf")
     assert fsyncs.entered.wait(5)
     assert (tmp_path / "src/2026/t1/a.pdf").exists(), "renamed before the round"
     assert not committed.wait(0.3), "the commit returned before its folder was synced"
@@ -117,17 +124,14 @@ def test_a_writer_never_rides_on_a_fsync_that_started_before_its_rename(tmp_path
     storage = LocalStorage(tmp_path)
     (tmp_path / "src/day/t1").mkdir(parents=True)
     fsyncs.release.clear()
-    first = threading.Thread(target=write, args=(storage, "src/day/t1/a.pdf"))
-    first.start()
+    first, first_done, first_errors = write_in_thread(storage, "src/day/t1/a.pdf")
     assert fsyncs.entered.wait(5)  # the first writer's fsync of t1 is in progress
-    second_done = threading.Event()
-    second = threading.Thread(target=lambda: (write(storage, "src/day/t1/b.pdf"), second_done.set()))
-    second.start()
+    second, second_done, second_errors = write_in_thread(storage, "src/day/t1/b.pdf")
     assert not second_done.wait(0.2)
     fsyncs.release.set()
     first.join(5)
     second.join(5)
-    assert second_done.is_set()
+    assert first_done.is_set() and second_done.is_set() and first_errors == second_errors == []
     # The second rename came after the first fsync started: t1 was synced again for it.
     assert fsyncs.synced_folder(tmp_path / "src/day/t1") == 2
     storage.close()
@@ -153,14 +157,12 @@ def test_close_does_not_wait_for_or_break_a_writer_in_its_fsync(tmp_path, monkey
     fsyncs = FolderFsyncs(monkeypatch)
     storage = LocalStorage(tmp_path)
     fsyncs.release.clear()
-    done = threading.Event()
-    thread = threading.Thread(target=lambda: (write(storage, "src/t1/a.pdf"), done.set()))
-    thread.start()
+    thread, done, errors = write_in_thread(storage, "src/t1/a.pdf")
     assert fsyncs.entered.wait(5)
     storage.close()
     fsyncs.release.set()
     thread.join(5)
-    assert done.is_set()
+    assert done.is_set() and errors == []
     write(storage, "src/t2/a.pdf")
     assert fsyncs.synced_folder(tmp_path / "src/t2") == 1
 
