@@ -2,6 +2,20 @@ import random
 
 from kafkapipe.kafka.offsets import OffsetTracker, PartitionTrack
 
+
+def finish_checking_the_prefix(track: PartitionTrack, order: list[int], first: int) -> None:
+    """Finish ``order`` (every offset started, from ``first`` on, contiguous); after each finish the
+    committable offset is one past the finished prefix, and only the prefix has left flight."""
+    finished: set[int] = set()
+    for o in order:
+        track.finish(o)
+        finished.add(o)
+        prefix = first
+        while prefix in finished:
+            prefix += 1
+        assert track.committable == (prefix if prefix > first else None)
+        assert track.in_flight == len(order) - (prefix - first)
+
 KEY = ("t", 0)
 
 
@@ -29,14 +43,7 @@ def test_random_completion_order_always_commits_highest_contiguous():
             track.start(o)
         order = offsets[:]
         rng.shuffle(order)
-        finished = set()
-        for o in order:
-            track.finish(o)
-            finished.add(o)
-            prefix = 100
-            while prefix in finished:
-                prefix += 1
-            assert track.committable == (prefix if prefix > 100 else None)
+        finish_checking_the_prefix(track, order, first=100)
 
 
 def test_rewind_forgets_offsets_at_and_after():
@@ -89,12 +96,4 @@ def test_in_order_and_out_of_order_finishes_mixed_commit_the_contiguous_prefix()
         for i in range(len(order) - 1):  # mostly in order, now and then a swap
             if rng.random() < 0.3:
                 order[i], order[i + 1] = order[i + 1], order[i]
-        finished: set[int] = set()
-        for o in order:
-            track.finish(o)
-            finished.add(o)
-            prefix = 0
-            while prefix in finished:
-                prefix += 1
-            assert track.committable == (prefix or None)
-            assert track.in_flight == 20 - prefix
+        finish_checking_the_prefix(track, order, first=0)
